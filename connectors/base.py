@@ -1,0 +1,54 @@
+"""The connector protocol: connectors move source-native records and do all platform I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+__all__ = ["Connector", "SourceRecord", "System"]
+
+System = Literal["servicenow", "dataverse"]
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One record exactly as the platform returned it (raw values, not display values)."""
+
+    system: System
+    table: str
+    record_id: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    etag: str | None = None  # Dataverse @odata.etag; None for ServiceNow
+
+
+class Connector(Protocol):
+    """What the pipeline needs from a ticket platform."""
+
+    system: System
+
+    def get(self, table: str, record_id: str, fields: Sequence[str]) -> SourceRecord:
+        """Read one record's raw field values."""
+        ...
+
+    def update(
+        self,
+        table: str,
+        record_id: str,
+        changes: Mapping[str, str],
+        *,
+        etag: str | None = None,
+    ) -> SourceRecord:
+        """Write raw field values in one request and return the record as stored.
+
+        ``changes`` may include a journal field (ServiceNow ``work_notes``), so the note lands
+        atomically with the values it describes. Such a write is not idempotent: connectors
+        retry it only when the platform provably did not apply it (429, connect failures).
+        """
+        ...
+
+    def iter_records(
+        self, table: str, query: str, fields: Sequence[str], *, page_size: int | None = None
+    ) -> Iterator[SourceRecord]:
+        """Yield every record matching a platform query, paging in a stable order."""
+        ...

@@ -1,0 +1,211 @@
+"""The admin mapping: canonical labels ↔ platform raw values, thresholds and keyword rules.
+
+A mapping file (YAML or JSON) tells us, for one platform table:
+
+* ``fields``: canonical field → platform field (``title``/``description`` are read, the rest
+  are written). ``summary`` names the field that receives the short summary.
+* ``values``: canonical value → the platform's **raw** choice value (never its label).
+* ``unset``: raw values that count as "nobody chose this yet" (ServiceNow's default category
+  ``inquiry``). The empty value always counts as unset.
+* ``min_confidence``: per-field threshold a suggestion must clear to be written.
+* ``keywords``: multilingual keyword rules, canonical value → keywords (admin override layer).
+* ``priority_matrix``: impact × urgency → priority (ServiceNow's default 3×3 if omitted).
+
+Validation errors name the key that is wrong (``values.impact.high: ...``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from triage.errors import ConfigError
+from triage.models import FIELD_NAME_PATTERN, Ticket
+
+__all__ = [
+    "DEFAULT_MAPPING_PATH",
+    "DEFAULT_PRIORITY_MATRIX",
+    "FieldMapping",
+    "format_validation_error",
+    "load_mapping",
+    "to_ticket",
+]
+
+DEFAULT_MAPPING_PATH = Path(__file__).with_name("data") / "servicenow_default_mapping.yaml"
+
+#: ServiceNow's out-of-box priority lookup (dl_u_priority): impact × urgency → priority.
+DEFAULT_PRIORITY_MATRIX: dict[str, dict[str, str]] = {
+    "high": {"high": "critical", "medium": "high", "low": "moderate"},
+    "medium": {"high": "high", "medium": "moderate", "low": "low"},
+    "low": {"high": "moderate", "medium": "low", "low": "planning"},
+}
+
+_READ_ONLY_FIELDS = ("title", "description")
+
+
+class FieldMapping(BaseModel):
+    """One platform table's admin mapping (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    system: Literal["servicenow", "dataverse"] = "servicenow"
+    table: str = Field("incident", pattern=r"^[a-z][a-z0-9_]*$")
+    fields: dict[str, str] = Field(min_length=1)
+    values: dict[str, dict[str, str]] = Field(default_factory=dict)
+    unset: dict[str, list[str]] = Field(default_factory=dict)
+    min_confidence: dict[str, float] = Field(default_factory=dict)
+    default_min_confidence: float = Field(0.9, ge=0.0, le=1.0)
+    write_back: dict[str, bool] = Field(default_factory=dict)
+    keywords: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    subcategory_parent: dict[str, str] = Field(default_factory=dict)
+    priority_matrix: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PRIORITY_MATRIX.items()}
+    )
+    note_field: str = "work_notes"
+    note_prefix: str = "[auto-triage]"
+    integration_user: str | None = None
+
+    @model_validator(mode="after")
+    def _check_references(self) -> FieldMapping:
+        import re
+
+        for key in (*self.fields, *self.values, *self.keywords, *self.min_confidence):
+            if not re.match(FIELD_NAME_PATTERN, key):
+                raise ValueError(f"{key!r} is not a valid field name")
+        for name in _READ_ONLY_FIELDS:
+            if name not in self.fields:
+                raise ValueError(f"fields.{name}: required (where the ticket text is read from)")
+        for field, threshold in self.min_confidence.items():
+            if not 0.0 <= threshold <= 1.0:
+                raise ValueError(f"min_confidence.{field}: {threshold} is not within 0..1")
+        for field, by_value in self.keywords.items():
+            known = self.values.get(field)
+            for value in by_value:
+                if known is not None and value not in known:
+                    raise ValueError(
+                        f"keywords.{field}.{value}: no such value in values.{field}"
+                    )
+        for sub, parent in self.subcategory_parent.items():
+            if parent not in self.values.get("category", {parent: ""}):
+                raise ValueError(f"subcategory_parent.{sub}: unknown category {parent!r}")
+        levels = set(self.values.get("impact", DEFAULT_PRIORITY_MATRIX))
+        for impact, row in self.priority_matrix.items():
+            if impact not in levels:
+                raise ValueError(f"priority_matrix.{impact}: not a value of values.impact")
+            for urgency in row:
+                if urgency not in set(self.values.get("urgency", DEFAULT_PRIORITY_MATRIX)):
+                    raise ValueError(
+                        f"priority_matrix.{impact}.{urgency}: not a value of values.urgency"
+                    )
+        if self.system == "servicenow" and self.write_back.get("priority", False):
+            raise ValueError(
+                "write_back.priority: ServiceNow computes priority from impact and urgency; "
+                "it must not be written"
+            )
+        return self
+
+    # -- lookups -------------------------------------------------------------------------
+
+    @cached_property
+    def _reverse_values(self) -> dict[str, dict[str, str]]:
+        return {f: {raw: canon for canon, raw in m.items()} for f, m in self.values.items()}
+
+    def threshold(self, field: str) -> float:
+        """The minimum confidence a suggestion for ``field`` needs to be written."""
+        return self.min_confidence.get(field, self.default_min_confidence)
+
+    def writes(self, field: str) -> bool:
+        """Whether suggestions for ``field`` are written back at all."""
+        if field in _READ_ONLY_FIELDS or field not in self.fields:
+            return False
+        return self.write_back.get(field, field != "priority")
+
+    def to_raw(self, field: str, value: str) -> str | None:
+        """The platform raw value for a canonical value, or None when none is mapped.
+
+        Fields without a ``values`` table (free text such as the summary) pass through.
+        """
+        table = self.values.get(field)
+        if table is None:
+            return value
+        return table.get(value)
+
+    def to_canonical(self, field: str, raw: str) -> str:
+        """The canonical value for a platform raw value (the raw value itself when unmapped)."""
+        return self._reverse_values.get(field, {}).get(raw, raw)
+
+    def is_unset(self, field: str, raw: object) -> bool:
+        """Whether a platform value means "nobody chose this yet"."""
+        if raw is None:
+            return True
+        text = str(raw).strip()
+        return text == "" or text in self.unset.get(field, [])
+
+    def platform_fields(self) -> list[str]:
+        """The platform fields to read for one ticket."""
+        return sorted({*self.fields.values(), "sys_updated_by", "sys_mod_count", "number"})
+
+
+def to_ticket(fields: Mapping[str, Any], mapping: FieldMapping, *, record_id: str) -> Ticket:
+    """Build the canonical ``Ticket`` from a platform record's raw fields."""
+
+    def text_of(canonical: str) -> str:
+        raw = fields.get(mapping.fields[canonical])
+        return "" if raw is None else str(raw)
+
+    current: dict[str, str | None] = {}
+    for canonical, platform_field in mapping.fields.items():
+        if canonical in _READ_ONLY_FIELDS:
+            continue
+        raw = fields.get(platform_field)
+        current[canonical] = (
+            None if mapping.is_unset(canonical, raw) else mapping.to_canonical(canonical, str(raw))
+        )
+    number = fields.get("number")
+    return Ticket(
+        system=mapping.system,
+        record_id=record_id,
+        number=str(number) if number else None,
+        title=text_of("title"),
+        description=text_of("description"),
+        current=current,
+    )
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line per problem, each naming the key path (``values.impact.high: ...``)."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{source}: {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_mapping(path: str | Path | None = None) -> FieldMapping:
+    """Load and validate a mapping file (YAML or JSON); the embedded default when ``path`` is None.
+
+    Raises:
+        ConfigError: the file is missing, unparsable or fails validation (naming the key).
+    """
+    source = Path(path) if path else DEFAULT_MAPPING_PATH
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read mapping file {source}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text) if source.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{source}: not valid {source.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
+    try:
+        return FieldMapping.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(source), exc)) from exc

@@ -1,0 +1,112 @@
+"""Settings from the environment (app settings in Azure; Key Vault references for secrets).
+
+Names look like ``ENRICH_SERVICENOW__INSTANCE_URL`` and ``ENRICH_HTTP__READ_TIMEOUT_S``. Bad
+values fail with ``ConfigError``; nothing quietly falls back to a default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from triage.errors import ConfigError
+
+__all__ = [
+    "HttpSettings",
+    "QueueSettings",
+    "ServiceNowSettings",
+    "Settings",
+    "WebhookSettings",
+    "load_settings",
+]
+
+
+class HttpSettings(BaseModel):
+    """Timeouts and the retry budget of every outbound platform call."""
+
+    connect_timeout_s: float = Field(3.05, gt=0)
+    read_timeout_s: float = Field(20.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=10)
+    # Total budget for one logical call including retries; well under the 230 s HTTP ceiling
+    # and under functionTimeout.
+    max_elapsed_s: float = Field(60.0, gt=0, lt=200)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(20.0, gt=0)
+    # A 429 whose wait hint exceeds this is not slept on: ThrottledError surfaces at once so the
+    # queue worker can re-enqueue the job with a visibility delay.
+    max_retry_wait_s: float = Field(30.0, gt=0)
+
+
+class ServiceNowSettings(BaseModel):
+    """How to reach and authenticate against one ServiceNow instance."""
+
+    instance_url: HttpUrl
+    auth: Literal["basic", "oauth"] = "oauth"
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    page_size: int = Field(100, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> ServiceNowSettings:
+        if self.auth == "basic" and not (self.username and self.password):
+            raise ValueError("auth=basic needs username and password")
+        if self.auth == "oauth" and not (self.client_id and self.client_secret):
+            raise ValueError("auth=oauth needs client_id and client_secret")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The instance URL without a trailing slash."""
+        return str(self.instance_url).rstrip("/")
+
+
+class WebhookSettings(BaseModel):
+    """Inbound webhook authentication and limits."""
+
+    secret: SecretStr | None = None
+    tolerance_s: int = Field(300, ge=1, le=3600)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    allowed_tables: list[str] = Field(default_factory=lambda: ["incident"])
+
+
+class QueueSettings(BaseModel):
+    """The Storage queue between the webhook and the worker."""
+
+    name: str = Field("enrich-jobs", pattern=r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+    connection_setting: str = "AzureWebJobsStorage"
+    # A 429 asking us to wait longer than this re-enqueues the job with a visibility delay
+    # instead of sleeping inside the invocation.
+    requeue_after_s: float = Field(30.0, gt=0)
+    max_requeues: int = Field(20, ge=0)
+
+
+class Settings(BaseSettings):
+    """All settings; construct directly in tests, from the environment in production."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENRICH_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    servicenow: ServiceNowSettings | None = None
+    http: HttpSettings = HttpSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    queue: QueueSettings = QueueSettings()
+    mapping_path: str | None = None
+    model_path: str | None = None
+    dry_run: bool = False
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment, raising ``ConfigError`` naming every bad key."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ENRICH_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
