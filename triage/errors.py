@@ -5,7 +5,7 @@
     EnrichmentError                 base
     ├── ConfigError                 settings, admin mapping or model file failed validation
     ├── MappingError                a source record does not fit the configured mapping
-    ├── InboundError                an inbound request was refused (.status: the HTTP status to answer)
+    ├── InboundError                an inbound request was refused; .status is the HTTP answer
     │   └── SignatureError          the request failed authentication (401)
     └── ConnectorError              .system, .status_code, .request_id; str() leads with them
         ├── AuthError               401/403, or token acquisition failed

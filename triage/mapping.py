@@ -17,6 +17,7 @@ Validation errors name the key that is wrong (``values.impact.high: ...``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -74,36 +75,9 @@ class FieldMapping(BaseModel):
 
     @model_validator(mode="after")
     def _check_references(self) -> FieldMapping:
-        import re
-
-        for key in (*self.fields, *self.values, *self.keywords, *self.min_confidence):
-            if not re.match(FIELD_NAME_PATTERN, key):
-                raise ValueError(f"{key!r} is not a valid field name")
-        for name in _READ_ONLY_FIELDS:
-            if name not in self.fields:
-                raise ValueError(f"fields.{name}: required (where the ticket text is read from)")
-        for field, threshold in self.min_confidence.items():
-            if not 0.0 <= threshold <= 1.0:
-                raise ValueError(f"min_confidence.{field}: {threshold} is not within 0..1")
-        for field, by_value in self.keywords.items():
-            known = self.values.get(field)
-            for value in by_value:
-                if known is not None and value not in known:
-                    raise ValueError(
-                        f"keywords.{field}.{value}: no such value in values.{field}"
-                    )
-        for sub, parent in self.subcategory_parent.items():
-            if parent not in self.values.get("category", {parent: ""}):
-                raise ValueError(f"subcategory_parent.{sub}: unknown category {parent!r}")
-        levels = set(self.values.get("impact", DEFAULT_PRIORITY_MATRIX))
-        for impact, row in self.priority_matrix.items():
-            if impact not in levels:
-                raise ValueError(f"priority_matrix.{impact}: not a value of values.impact")
-            for urgency in row:
-                if urgency not in set(self.values.get("urgency", DEFAULT_PRIORITY_MATRIX)):
-                    raise ValueError(
-                        f"priority_matrix.{impact}.{urgency}: not a value of values.urgency"
-                    )
+        _check_names(self)
+        _check_keywords(self)
+        _check_priority_matrix(self)
         if self.system == "servicenow" and self.write_back.get("priority", False):
             raise ValueError(
                 "write_back.priority: ServiceNow computes priority from impact and urgency; "
@@ -151,6 +125,43 @@ class FieldMapping(BaseModel):
     def platform_fields(self) -> list[str]:
         """The platform fields to read for one ticket."""
         return sorted({*self.fields.values(), "sys_updated_by", "sys_mod_count", "number"})
+
+
+def _check_names(m: FieldMapping) -> None:
+    for key in (*m.fields, *m.values, *m.keywords, *m.min_confidence):
+        if not re.match(FIELD_NAME_PATTERN, key):
+            raise ValueError(f"{key!r} is not a valid field name")
+    for name in _READ_ONLY_FIELDS:
+        if name not in m.fields:
+            raise ValueError(f"fields.{name}: required (where the ticket text is read from)")
+    for field, threshold in m.min_confidence.items():
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"min_confidence.{field}: {threshold} is not within 0..1")
+
+
+def _check_keywords(m: FieldMapping) -> None:
+    for field, by_value in m.keywords.items():
+        known = m.values.get(field)
+        for value in by_value:
+            if known is not None and value not in known:
+                raise ValueError(f"keywords.{field}.{value}: no such value in values.{field}")
+    categories = m.values.get("category")
+    for sub, parent in m.subcategory_parent.items():
+        if categories is not None and parent not in categories:
+            raise ValueError(f"subcategory_parent.{sub}: unknown category {parent!r}")
+
+
+def _check_priority_matrix(m: FieldMapping) -> None:
+    impacts = set(m.values.get("impact", DEFAULT_PRIORITY_MATRIX))
+    urgencies = set(m.values.get("urgency", DEFAULT_PRIORITY_MATRIX))
+    for impact, row in m.priority_matrix.items():
+        if impact not in impacts:
+            raise ValueError(f"priority_matrix.{impact}: not a value of values.impact")
+        for urgency in row:
+            if urgency not in urgencies:
+                raise ValueError(
+                    f"priority_matrix.{impact}.{urgency}: not a value of values.urgency"
+                )
 
 
 def to_ticket(fields: Mapping[str, Any], mapping: FieldMapping, *, record_id: str) -> Ticket:
@@ -202,7 +213,8 @@ def load_mapping(path: str | Path | None = None) -> FieldMapping:
     try:
         data = json.loads(text) if source.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{source}: not valid {source.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
+        kind = "JSON" if source.suffix == ".json" else "YAML"
+        raise ConfigError(f"{source}: not valid {kind}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
     try:

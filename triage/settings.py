@@ -76,12 +76,11 @@ class WebhookSettings(BaseModel):
 class QueueSettings(BaseModel):
     """The Storage queue between the webhook and the worker."""
 
-    name: str = Field("enrich-jobs", pattern=r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
     connection_setting: str = "AzureWebJobsStorage"
-    # A 429 asking us to wait longer than this re-enqueues the job with a visibility delay
-    # instead of sleeping inside the invocation.
-    requeue_after_s: float = Field(30.0, gt=0)
-    max_requeues: int = Field(20, ge=0)
+    # A job whose platform call ends throttled is re-enqueued with a visibility delay (the
+    # platform's Retry-After, else this) instead of burning one of the host's dequeue attempts.
+    throttled_delay_s: float = Field(60.0, gt=0, le=7 * 24 * 3600)
+    max_requeues: int = Field(24, ge=0)
 
 
 class Settings(BaseSettings):

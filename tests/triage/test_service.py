@@ -1,0 +1,129 @@
+import json
+
+import pytest
+
+from connectors.queue import InMemoryJobQueue
+from triage.errors import AuthError, ThrottledError, UnavailableError
+from triage.inbound import sign
+from triage.jobs import EnrichJob
+from triage.mapping import load_mapping
+from triage.pipeline import Pipeline
+from triage.service import Service
+from triage.settings import QueueSettings, Settings, WebhookSettings
+
+from tests.fakes import FakeConnector, FixedEnricher, suggestion
+
+NOW = 1_800_000_000.0
+SYS_ID = "abcdef0123456789abcdef0123456789"
+SECRET = "hook-secret"
+
+
+def make_service(records=None, secret=SECRET, **queue):
+    settings = Settings(
+        webhook=WebhookSettings(secret=secret, max_body_bytes=2048) if secret else WebhookSettings(),
+        queue=QueueSettings(**queue),
+    )
+    connector = FakeConnector(records if records is not None else {})
+    pipe = Pipeline(connector, load_mapping(), [FixedEnricher([suggestion("category", "network")])])
+    svc = Service(settings, pipe, InMemoryJobQueue(), InMemoryJobQueue(), now=lambda: NOW)
+    return svc, connector
+
+
+def signed(body: bytes, t=NOW, secret=SECRET, ctype="application/json"):
+    return {
+        "Content-Type": ctype,
+        "X-Triage-Timestamp": str(int(t)),
+        "X-Triage-Signature": sign(body, secret.encode(), int(t)),
+    }
+
+
+def body(**extra):
+    return json.dumps({"sys_id": SYS_ID, "table": "incident", **extra}).encode()
+
+
+def test_valid_webhook_is_accepted_with_a_job():
+    svc, _ = make_service()
+    reply = svc.accept_servicenow_webhook(body(number="INC1"), signed(body(number="INC1")))
+    assert reply.status == 202
+    assert reply.job == EnrichJob(table="incident", record_id=SYS_ID, received_at=NOW)
+
+
+@pytest.mark.parametrize(
+    ("raw", "headers", "status", "code"),
+    [
+        (b"{oops", signed(b"{oops"), 400, "malformed_json"),
+        (body(), {**signed(body()), "X-Triage-Signature": "v1=AAAA"}, 401, "unauthenticated"),
+        (body(), signed(body(), t=NOW - 301), 401, "unauthenticated"),
+        (b"x" * 4096, signed(b"x" * 4096), 413, "too_large"),
+        (body(), signed(body(), ctype="text/plain"), 415, "unsupported_media_type"),
+        (b'{"sys_id": "nope"}', signed(b'{"sys_id": "nope"}'), 400, "invalid_body"),
+    ],
+)
+def test_bad_webhooks_get_a_4xx_naming_the_problem(raw, headers, status, code):
+    svc, _ = make_service()
+    reply = svc.accept_servicenow_webhook(raw, headers)
+    assert (reply.status, reply.body["error"]["code"]) == (status, code)
+    assert reply.body["error"]["message"]
+    assert reply.job is None
+
+
+def test_unconfigured_secret_refuses_with_503_not_500():
+    svc, _ = make_service(secret=None)
+    reply = svc.accept_servicenow_webhook(body(), signed(body()))
+    assert reply.status == 503
+
+
+def job(**kw):
+    return EnrichJob(table="incident", record_id=SYS_ID, received_at=NOW, **kw).to_message()
+
+
+def incident():
+    return {SYS_ID: {"category": "inquiry", "description": "vpn down", "sys_updated_by": "bob"}}
+
+
+def test_job_enriches_the_record():
+    svc, conn = make_service(incident())
+    result = svc.process_job(job())
+    assert result is not None and result.status == "written"
+    assert conn.records[SYS_ID]["category"] == "network"
+
+
+def test_throttled_job_is_requeued_with_the_platforms_delay():
+    svc, conn = make_service(incident())
+    conn.fail_next.append(ThrottledError("429", system="servicenow", retry_after_s=1800))
+    assert svc.process_job(job()) is None
+    [(message, delay)] = svc.requeue.sent
+    assert delay == 1800
+    assert EnrichJob.from_message(message).requeues == 1
+
+
+def test_throttled_without_hint_uses_default_delay_and_gives_up_after_max_requeues():
+    svc, conn = make_service(incident(), throttled_delay_s=90, max_requeues=1)
+    conn.fail_next.append(ThrottledError("429", system="servicenow"))
+    svc.process_job(job())
+    assert svc.requeue.sent[0][1] == 90
+    conn.fail_next.append(ThrottledError("429", system="servicenow"))
+    with pytest.raises(ThrottledError):  # host retries, then poison queue
+        svc.process_job(job(requeues=1))
+
+
+def test_transient_failure_raises_for_a_host_retry():
+    svc, conn = make_service(incident())
+    conn.fail_next.append(UnavailableError("503", system="servicenow", status_code=503))
+    with pytest.raises(UnavailableError):
+        svc.process_job(job())
+    assert svc.poison.sent == []
+
+
+def test_permanent_failure_and_malformed_jobs_go_to_poison_at_once():
+    svc, conn = make_service(incident())
+    conn.fail_next.append(AuthError("denied", system="servicenow", status_code=403))
+    assert svc.process_job(job()) is None
+    assert svc.process_job("not json") is None
+    assert svc.poison.messages == [job(), "not json"]
+
+
+def test_deleted_record_is_dropped():
+    svc, conn = make_service({})
+    assert svc.process_job(job()) is None
+    assert svc.poison.sent == [] and svc.requeue.sent == []

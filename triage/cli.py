@@ -1,0 +1,159 @@
+"""``python -m triage``: enrich a file of tickets, train and evaluate models."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from triage.errors import ConfigError, EnrichmentError
+from triage.models import Suggestion, Ticket
+
+__all__ = ["main", "read_tickets"]
+
+_TITLE_COLUMNS = ("short_description", "title", "subject")
+_BODY_COLUMNS = ("description", "body", "text")
+_TABLE_FIELDS = ("category", "subcategory", "impact", "urgency", "priority")
+
+
+def read_tickets(path: Path) -> Iterator[Ticket]:
+    """Read tickets from CSV or JSONL (by suffix), picking title and description columns."""
+    rows = _read_jsonl(path) if path.suffix.lower() in {".jsonl", ".ndjson"} else _read_csv(path)
+    for number, row in enumerate(rows, start=1):
+        yield Ticket(
+            record_id=str(number),
+            title=_first(row, _TITLE_COLUMNS),
+            description=_first(row, _BODY_COLUMNS),
+        )
+
+
+def _first(row: dict[str, Any], names: Sequence[str]) -> str:
+    lowered = {str(k).strip().lower().lstrip("\ufeff"): v for k, v in row.items()}
+    for name in names:
+        value = lowered.get(name)
+        if value:
+            return str(value)
+    return ""
+
+
+def _read_csv(path: Path) -> Iterator[dict[str, Any]]:
+    csv.field_size_limit(10_000_000)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {f.lower() for f in reader.fieldnames} & {
+            *_TITLE_COLUMNS,
+            *_BODY_COLUMNS,
+        }:
+            wanted = ", ".join((*_TITLE_COLUMNS, *_BODY_COLUMNS))
+            raise ConfigError(f"{path}: no text column found (expected one of: {wanted})")
+        yield from reader
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from exc
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path}:{line_no}: each line must be a JSON object")
+            yield row
+
+
+def _cmd_enrich(args: argparse.Namespace) -> int:
+    from enrichers import default_enrichers
+    from enrichers.engine import run_enrichers
+    from triage.mapping import load_mapping
+    from triage.model_store import load_model
+    from triage.policy import decide
+
+    mapping = load_mapping(args.mapping)
+    model = load_model(args.model) if args.model else None
+    enrichers = default_enrichers(mapping, model=model)
+    out: TextIO = sys.stdout
+    rows = []
+    for ticket in read_tickets(Path(args.file)):
+        chosen = run_enrichers(enrichers, ticket)
+        writes = {d.field for d in decide(ticket, chosen, mapping) if d.action == "write"}
+        rows.append((ticket, chosen, writes))
+        if args.format == "jsonl":
+            out.write(json.dumps(_json_row(ticket, chosen, writes), ensure_ascii=False) + "\n")
+    if args.format == "table":
+        _print_table(rows, out)
+    return 0
+
+
+def _json_row(ticket: Ticket, chosen: dict[str, Suggestion], writes: set[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {"row": int(ticket.record_id)}
+    for field, s in chosen.items():
+        row[field] = {
+            "value": s.value,
+            "confidence": round(s.confidence, 4),
+            "reason": s.reason,
+            "would_fill": field in writes,
+        }
+    return row
+
+
+def _print_table(
+    rows: list[tuple[Ticket, dict[str, Suggestion], set[str]]], out: TextIO
+) -> None:
+    header = ["row", *_TABLE_FIELDS, "summary"]
+    lines = [header]
+    for ticket, chosen, writes in rows:
+        cells = [ticket.record_id]
+        for field in _TABLE_FIELDS:
+            s = chosen.get(field)
+            mark = "" if s is None or field in writes else "?"
+            cells.append("-" if s is None else f"{s.value}{mark} {s.confidence:.2f}")
+        summary = chosen.get("summary")
+        cells.append("-" if summary is None else summary.value[:70])
+        lines.append(cells)
+    widths = [max(len(r[i]) for r in lines) for i in range(len(header) - 1)]
+    for cells in lines:
+        head = "  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True))
+        out.write(f"{head}  {cells[-1]}\n")
+    out.write("\n'?' = suggestion below the field's threshold: it would not be written.\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(prog="python -m triage", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+    enrich = sub.add_parser("enrich", help="enrich tickets from a CSV or JSONL file")
+    enrich.add_argument("file", help="CSV or JSONL with short_description/title and description")
+    enrich.add_argument("--format", choices=["table", "jsonl"], default="table")
+    enrich.add_argument("--mapping", help="admin mapping file (default: the embedded one)")
+    enrich.add_argument("--model", help="model directory or blob URL (default: rules only)")
+    enrich.set_defaults(handler=_cmd_enrich)
+    try:
+        from triage.learn.cli import add_evaluate_parser, add_train_parser
+    except ImportError:  # pragma: no cover - the learner ships with the package
+        return parser
+    add_train_parser(sub)
+    add_evaluate_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; errors print one clear line and exit 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        code: int = args.handler(args)
+    except EnrichmentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code

@@ -1,0 +1,116 @@
+"""Which suggestions may be written back, and the note that says what was filled.
+
+The rules, in order, for each suggested field:
+
+1. the mapping must write the field back (ServiceNow never gets ``priority``: it computes it);
+2. the suggestion must clear the field's ``min_confidence``;
+3. the field must be unset on the freshly re-read ticket — a value a person set is never
+   overwritten (``unset`` in the mapping lists defaults such as category ``inquiry``);
+4. the canonical value must map to a platform raw value;
+5. a subcategory is written only when it belongs to the ticket's (new or existing) category.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from triage.mapping import FieldMapping
+from triage.models import Decision, Suggestion, Ticket
+
+__all__ = ["decide", "render_note", "to_changes"]
+
+
+def decide(
+    ticket: Ticket,
+    chosen: Mapping[str, Suggestion],
+    mapping: FieldMapping,
+    raw: Mapping[str, object] | None = None,
+) -> list[Decision]:
+    """Decide, field by field, whether each chosen suggestion is written.
+
+    ``raw`` is the re-read platform record; a write that would not change its value (low impact
+    on a ticket whose impact is still the default low) is skipped as a no-op.
+    """
+    decisions: list[Decision] = []
+    for field, suggestion in chosen.items():
+        why = _refusal(ticket, suggestion, mapping) or _no_op(suggestion, mapping, raw)
+        decisions.append(
+            Decision(
+                field=field,
+                action="skip" if why else "write",
+                value=suggestion.value,
+                confidence=suggestion.confidence,
+                reason=suggestion.reason,
+                why=why
+                or f"empty, confidence {suggestion.confidence:.2f} "
+                f">= {mapping.threshold(field):.2f}",
+            )
+        )
+    return _drop_orphan_subcategory(decisions, ticket, mapping)
+
+
+def _refusal(ticket: Ticket, suggestion: Suggestion, mapping: FieldMapping) -> str | None:
+    field = suggestion.field
+    if not mapping.writes(field):
+        return "not written back (mapping)"
+    threshold = mapping.threshold(field)
+    if suggestion.confidence < threshold:
+        return f"confidence {suggestion.confidence:.2f} below threshold {threshold:.2f}"
+    if ticket.current.get(field) is not None:
+        return "already set; a value a person set is never overwritten"
+    if mapping.to_raw(field, suggestion.value) is None:
+        return f"no platform value mapped for {suggestion.value!r}"
+    return None
+
+
+def _no_op(
+    suggestion: Suggestion, mapping: FieldMapping, raw: Mapping[str, object] | None
+) -> str | None:
+    if raw is None:
+        return None
+    current = raw.get(mapping.fields[suggestion.field])
+    if current is not None and str(current) == mapping.to_raw(suggestion.field, suggestion.value):
+        return "already has this value"
+    return None
+
+
+def _drop_orphan_subcategory(
+    decisions: list[Decision], ticket: Ticket, mapping: FieldMapping
+) -> list[Decision]:
+    writes = {d.field: d for d in decisions if d.action == "write"}
+    sub = writes.get("subcategory")
+    if sub is None or sub.value not in mapping.subcategory_parent:
+        return decisions
+    category = writes["category"].value if "category" in writes else ticket.current.get("category")
+    parent = mapping.subcategory_parent[sub.value]
+    if category == parent:
+        return decisions
+    refused = sub.model_copy(
+        update={"action": "skip", "why": f"belongs to category {parent!r}, not {category!r}"}
+    )
+    return [refused if d is sub else d for d in decisions]
+
+
+def to_changes(decisions: list[Decision], mapping: FieldMapping) -> dict[str, str]:
+    """The platform field → raw value changes for the decisions marked ``write``."""
+    changes: dict[str, str] = {}
+    for decision in decisions:
+        if decision.action != "write":
+            continue
+        raw = mapping.to_raw(decision.field, decision.value)
+        if raw is not None:
+            changes[mapping.fields[decision.field]] = raw
+    return changes
+
+
+def render_note(decisions: list[Decision], mapping: FieldMapping) -> str:
+    """The work note saying what was filled, how sure we were and why (and what was not)."""
+    lines = [f"{mapping.note_prefix} Filled automatically; please correct anything wrong."]
+    for d in decisions:
+        if d.action == "write":
+            lines.append(f"- {d.field} = {d.value} (confidence {d.confidence:.0%}): {d.reason}")
+    skipped = [d for d in decisions if d.action == "skip" and d.field in mapping.fields]
+    if skipped:
+        lines.append("Not filled:")
+        lines.extend(f"- {d.field}: {d.value} ({d.why})" for d in skipped)
+    return "\n".join(lines)

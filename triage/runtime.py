@@ -1,0 +1,64 @@
+"""Builds the worker's long-lived objects once from app settings (like msal's long-lived app)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+
+from triage.jobs import JOBS_QUEUE
+from triage.service import Service
+
+__all__ = ["ServiceProvider", "build_service"]
+
+
+def build_service(env: Mapping[str, str] | None = None) -> Service:
+    """Settings → mapping → connector → model → enrichers → pipeline → service."""
+    # Imported here so a bad setting fails the first invocation with ConfigError, not the import
+    # of function_app (which would take every function down with an opaque indexing error).
+    from connectors.queue import StorageJobQueue
+    from connectors.servicenow import build_servicenow_connector
+    from enrichers import default_enrichers
+    from triage.mapping import load_mapping
+    from triage.model_store import load_model
+    from triage.pipeline import Pipeline
+    from triage.settings import load_settings
+
+    env = os.environ if env is None else env
+    settings = load_settings()
+    mapping = load_mapping(settings.mapping_path)
+    model = load_model(settings.model_path) if settings.model_path else None
+    pipeline = Pipeline(
+        connector=build_servicenow_connector(settings),
+        mapping=mapping,
+        enrichers=default_enrichers(mapping, model=model),
+        dry_run=settings.dry_run,
+    )
+    connection = settings.queue.connection_setting
+    return Service(
+        settings=settings,
+        pipeline=pipeline,
+        requeue=StorageJobQueue.from_settings(env, connection, JOBS_QUEUE),
+        poison=StorageJobQueue.from_settings(env, connection, f"{JOBS_QUEUE}-poison"),
+    )
+
+
+class ServiceProvider:
+    """Builds the service on first use, once per worker; tests ``override`` it with fakes."""
+
+    def __init__(self, factory: Callable[[], Service] = build_service) -> None:
+        self._factory = factory
+        self._service: Service | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Service:
+        """The worker's service, built on first use."""
+        with self._lock:
+            if self._service is None:
+                self._service = self._factory()
+            return self._service
+
+    def override(self, service: Service | None) -> None:
+        """Use ``service`` from now on (``None`` rebuilds from settings on next use)."""
+        with self._lock:
+            self._service = service
