@@ -103,9 +103,7 @@ def _json_row(ticket: Ticket, chosen: dict[str, Suggestion], writes: set[str]) -
     return row
 
 
-def _print_table(
-    rows: list[tuple[Ticket, dict[str, Suggestion], set[str]]], out: TextIO
-) -> None:
+def _print_table(rows: list[tuple[Ticket, dict[str, Suggestion], set[str]]], out: TextIO) -> None:
     header = ["row", *_TABLE_FIELDS, "summary"]
     lines = [header]
     for ticket, chosen, writes in rows:

@@ -58,6 +58,12 @@ class ServiceProvider:
                 self._service = self._factory()
             return self._service
 
+    def set_factory(self, factory: Callable[[], Service]) -> Callable[[], Service]:
+        """Build with ``factory`` from now on (forgetting any built service); returns the old one."""
+        with self._lock:
+            old, self._factory, self._service = self._factory, factory, None
+            return old
+
     def override(self, service: Service | None) -> None:
         """Use ``service`` from now on (``None`` rebuilds from settings on next use)."""
         with self._lock:

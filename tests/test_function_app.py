@@ -1,0 +1,135 @@
+"""The Functions handlers, called with constructed HttpRequest / QueueMessage objects."""
+
+import json
+
+import azure.functions as func
+import pytest
+
+import function_app
+from connectors.queue import InMemoryJobQueue
+from tests.fakes import FakeConnector, FixedEnricher, suggestion
+from triage.errors import ConfigError, UnavailableError
+from triage.inbound import sign
+from triage.jobs import EnrichJob
+from triage.mapping import load_mapping
+from triage.pipeline import Pipeline
+from triage.service import Service
+from triage.settings import Settings, WebhookSettings
+
+SYS_ID = "fedcba9876543210fedcba9876543210"
+SECRET = "s"
+
+
+class Out:
+    def __init__(self):
+        self.value = None
+
+    def set(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+
+@pytest.fixture
+def service():
+    conn = FakeConnector({SYS_ID: {"category": "", "description": "wifi", "sys_updated_by": "x"}})
+    pipe = Pipeline(conn, load_mapping(), [FixedEnricher([suggestion("category", "network")])])
+    svc = Service(
+        Settings(webhook=WebhookSettings(secret=SECRET)),
+        pipe,
+        InMemoryJobQueue(),
+        InMemoryJobQueue(),
+    )
+    function_app.services.override(svc)
+    yield svc
+    function_app.services.override(None)
+
+
+def request(body: bytes, headers):
+    return func.HttpRequest(
+        method="POST", url="/api/servicenow/webhook", headers=headers, body=body
+    )
+
+
+def signed(body, ctype="application/json"):
+    import time
+
+    t = int(time.time())
+    return {
+        "Content-Type": ctype,
+        "X-Triage-Timestamp": str(t),
+        "X-Triage-Signature": sign(body, SECRET.encode(), t),
+    }
+
+
+def test_functions_are_indexed():
+    names = {f.get_function_name() for f in function_app.app.get_functions()}
+    assert names == {"servicenow_webhook", "enrich_worker"}
+
+
+def test_webhook_enqueues_and_answers_202(service):
+    body = json.dumps({"sys_id": SYS_ID, "table": "incident"}).encode()
+    out = Out()
+    resp = function_app.servicenow_webhook(request(body, signed(body)), out)
+    assert resp.status_code == 202
+    assert resp.mimetype == "application/json"
+    assert EnrichJob.from_message(out.value).record_id == SYS_ID
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status"),
+    [(b"{", "application/json", 400), (b"{}", "text/xml", 415), (b"x" * 70_000, "a/b", 413)],
+)
+def test_webhook_bad_input_is_4xx_json_and_enqueues_nothing(service, body, ctype, status):
+    out = Out()
+    resp = function_app.servicenow_webhook(request(body, signed(body, ctype)), out)
+    assert resp.status_code == status
+    assert json.loads(resp.get_body())["error"]["message"]
+    assert out.value is None
+
+
+def test_webhook_unsigned_is_401(service):
+    out = Out()
+    resp = function_app.servicenow_webhook(
+        request(b"{}", {"Content-Type": "application/json"}), out
+    )
+    assert resp.status_code == 401
+    assert out.value is None
+
+
+def test_webhook_misconfiguration_is_503_not_500():
+    def broken():
+        raise ConfigError("invalid settings: ENRICH_SERVICENOW__INSTANCE_URL: missing")
+
+    original = function_app.services.set_factory(broken)
+    try:
+        resp = function_app.servicenow_webhook(request(b"{}", {}), Out())
+    finally:
+        function_app.services.set_factory(original)
+    assert resp.status_code == 503
+    assert "INSTANCE_URL" not in resp.get_body().decode()
+
+
+def test_worker_processes_a_queue_message(service):
+    msg = func.QueueMessage(
+        id="1",
+        body=EnrichJob(table="incident", record_id=SYS_ID, received_at=1).to_message().encode(),
+    )
+    function_app.enrich_worker(msg)
+    assert service.pipeline.connector.records[SYS_ID]["category"] == "network"
+
+
+def test_worker_raises_transient_errors_for_host_retry(service):
+    service.pipeline.connector.fail_next.append(UnavailableError("x", system="servicenow"))
+    msg = func.QueueMessage(
+        id="1",
+        body=EnrichJob(table="incident", record_id=SYS_ID, received_at=1).to_message().encode(),
+    )
+    with pytest.raises(UnavailableError):
+        function_app.enrich_worker(msg)
+
+
+def test_worker_sends_undecodable_message_to_poison(service):
+    function_app.enrich_worker(func.QueueMessage(id="1", body=b"\xff\xfe garbage"))
+    assert len(service.poison.sent) == 1
