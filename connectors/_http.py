@@ -1,0 +1,320 @@
+"""HttpClient: the timeout, the status → error mapping and the one retry layer of platform calls.
+
+Status mapping (done here and nowhere else)::
+
+    401/403 → AuthError        404 → NotFoundError        409/412 → ConflictError
+    429 → ThrottledError(retry_after_s)    5xx → UnavailableError    other 4xx → RejectedError
+    requests Timeout / ConnectionError → UnavailableError (chained with ``from exc``)
+
+Every error carries the HTTP status, the platform's request id (ServiceNow ``X-Transaction-ID``,
+else ``x-request-id``) and at most 200 characters of the platform's error message.
+
+Retries: one tenacity ``Retrying`` per call, built from ``HttpSettings``. The wait is the
+platform's hint when it gives one (``Retry-After`` seconds or HTTP-date, else
+``X-RateLimit-Reset`` minus now), else capped exponential backoff with jitter. Retrying stops
+after ``max_attempts`` or when the next wait would overrun ``max_elapsed_s``. A 429 asking for
+more than ``max_retry_wait_s`` is not slept on: it surfaces at once so the queue worker can
+re-enqueue the job with a visibility delay. Which failures are retried depends on whether the
+call is idempotent: see ``should_retry``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+from connectors._auth import BearerAuth
+from triage.errors import (
+    BODY_EXCERPT_CHARS,
+    AuthError,
+    ConflictError,
+    ConnectorError,
+    NotFoundError,
+    RejectedError,
+    ThrottledError,
+    UnavailableError,
+)
+from triage.settings import HttpSettings
+
+__all__ = ["HttpClient", "error_excerpt", "request_id_of", "retry_after_s", "should_retry"]
+
+log = logging.getLogger(__name__)
+
+# PUT is idempotent in HTTP, but a ServiceNow PUT appends journal fields exactly like PATCH.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# ServiceNow answers with X-Transaction-ID (see RESTResponseV2.getAllHeaders() in its docs).
+REQUEST_ID_HEADERS = ("X-Transaction-ID", "x-request-id")
+
+Params = Mapping[str, str | int]
+
+
+def should_retry(exc: BaseException, *, idempotent: bool, max_retry_wait_s: float) -> bool:
+    """Decide whether a failed attempt may be sent again."""
+    if isinstance(exc, ThrottledError):
+        # ServiceNow rejects a rate-limited request before processing it, so resending is safe
+        # even for a write. A hint longer than max_retry_wait_s is not slept on inside the
+        # invocation: the error surfaces and the queue worker re-enqueues with a delay.
+        return exc.retry_after_s is None or exc.retry_after_s <= max_retry_wait_s
+    if not isinstance(exc, UnavailableError):
+        return False
+    if idempotent:
+        # Reads: 5xx, timeouts and dropped connections are all worth another try.
+        return True
+    # Writes (PATCH/POST): our PATCH carries a work_notes journal entry, which the platform
+    # appends on every request, so a PATCH is not idempotent. After a 5xx or a read timeout it
+    # may have been applied, and resending would append the note twice. Retry only when the
+    # request provably never reached the server; otherwise the error surfaces, the queue
+    # redelivers the job, and the job's re-read sees whatever was applied.
+    return _never_sent(exc.__cause__)
+
+
+def _never_sent(cause: BaseException | None) -> bool:
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    if not isinstance(cause, requests.ConnectionError):
+        return False
+    reason = cause.args[0] if cause.args else None
+    if isinstance(reason, MaxRetryError):
+        reason = reason.reason
+    # NewConnectionError covers refused connections and DNS failures (NameResolutionError).
+    return isinstance(reason, NewConnectionError | ConnectionRefusedError)
+
+
+def retry_after_s(headers: Mapping[str, str], now: float) -> float | None:
+    """The wait hint in seconds: Retry-After (seconds or HTTP-date), else X-RateLimit-Reset."""
+    value = (headers.get("Retry-After") or "").strip()
+    if value:
+        seconds = _finite(value)
+        if seconds is not None:
+            return max(0.0, seconds)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, when.timestamp() - now)
+    # ServiceNow sends X-RateLimit-Reset as a UNIX timestamp (inbound REST API rate limiting).
+    reset = _finite((headers.get("X-RateLimit-Reset") or "").strip())
+    return None if reset is None else max(0.0, reset - now)
+
+
+def _finite(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def request_id_of(response: requests.Response) -> str | None:
+    """The platform's id for this request, for support tickets and log correlation."""
+    for name in REQUEST_ID_HEADERS:
+        if value := response.headers.get(name):
+            return value
+    return None
+
+
+def error_excerpt(response: requests.Response) -> str:
+    """At most 200 characters of the platform's error message and detail (never a whole body)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    text = ""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):  # Table API: {"error": {"message", "detail"}, "status"}
+            text = ": ".join(str(error[k]) for k in ("message", "detail") if error.get(k))
+        elif isinstance(error, str):  # OAuth: {"error", "error_description"}
+            text = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
+    if not text:
+        text = " ".join(response.text.split())
+    return text[:BODY_EXCERPT_CHARS] or f"HTTP {response.status_code}"
+
+
+class HttpClient:
+    """Sends platform requests with a timeout, typed errors and one budgeted retry layer."""
+
+    def __init__(
+        self,
+        system: str,
+        settings: HttpSettings,
+        *,
+        session: requests.Session | None = None,
+        auth: requests.auth.AuthBase | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.system = system
+        self._settings = settings
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._auth = auth
+        self._sleep = sleep
+        self._now = now
+        self._monotonic = monotonic
+        self._timeout = (settings.connect_timeout_s, settings.read_timeout_s)
+        self._backoff = wait_exponential_jitter(
+            multiplier=settings.backoff_initial_s,
+            max=settings.backoff_max_s,
+            jitter=settings.backoff_initial_s,
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
+    ) -> requests.Response:
+        """Send one logical request, retrying per policy; return a 2xx/3xx response or raise."""
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in IDEMPOTENT_METHODS
+        retrying = self._retrying(method, idempotent)
+        return retrying(self._send, method, url, params, json, headers)
+
+    def close(self) -> None:
+        """Close the session if this client created it."""
+        if self._owns_session:
+            self._session.close()
+
+    def _retrying(self, method: str, idempotent: bool) -> Retrying:
+        started = self._monotonic()
+        settings = self._settings
+
+        def stop(state: RetryCallState) -> bool:
+            # tenacity's own clock can't be injected, so the budget is measured here; the
+            # wait is computed before stop runs, so upcoming_sleep is the wait we'd take.
+            if state.attempt_number >= settings.max_attempts:
+                return True
+            elapsed = self._monotonic() - started
+            return elapsed + state.upcoming_sleep > settings.max_elapsed_s
+
+        def retry(exc: BaseException) -> bool:
+            return should_retry(
+                exc, idempotent=idempotent, max_retry_wait_s=settings.max_retry_wait_s
+            )
+
+        return Retrying(
+            retry=retry_if_exception(retry),
+            wait=self._wait,
+            stop=stop,
+            sleep=self._sleep,
+            before_sleep=lambda state: self._log_retry(method, state),
+            reraise=True,
+        )
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, ThrottledError) and exc.retry_after_s is not None:
+            return exc.retry_after_s
+        return float(self._backoff(state))
+
+    def _log_retry(self, method: str, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        # No status means no response: name the transport failure (ReadTimeout, ...) instead.
+        cause = exc.__cause__ if exc is not None else None
+        status = getattr(exc, "status_code", None) or type(cause or exc).__name__
+        log.warning(
+            "%s: %s failed (status=%s, request_id=%s), attempt %d/%d, retrying in %.2f s",
+            self.system,
+            method,
+            status,
+            getattr(exc, "request_id", None),
+            state.attempt_number,
+            self._settings.max_attempts,
+            state.upcoming_sleep,
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Params | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+    ) -> requests.Response:
+        response = self._transmit(method, url, params, json, headers)
+        if response.status_code == 401 and isinstance(self._auth, BearerAuth):
+            # The token may have expired or been revoked mid-run: fetch a fresh one and resend
+            # once (a 401 is refused before processing, so this is safe for writes too).
+            log.info("%s: %s got 401, refreshing the token once", self.system, method)
+            self._auth.provider.invalidate()
+            response = self._transmit(method, url, params, json, headers)
+        if response.status_code >= 400:
+            raise self._error_for(method, url, response)
+        return response
+
+    def _transmit(
+        self,
+        method: str,
+        url: str,
+        params: Params | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+    ) -> requests.Response:
+        where = f"{method} {urlsplit(url).path}"
+        try:
+            return self._session.request(
+                method,
+                url,
+                params=params,
+                json=json,
+                headers=headers,
+                auth=self._auth,
+                timeout=self._timeout,
+            )
+        except (
+            requests.Timeout,
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
+            raise UnavailableError(
+                f"{where} failed: {type(exc).__name__}", system=self.system
+            ) from exc
+        except requests.RequestException as exc:
+            raise RejectedError(
+                f"{where} could not be sent: {type(exc).__name__}", system=self.system
+            ) from exc
+
+    def _error_for(self, method: str, url: str, response: requests.Response) -> ConnectorError:
+        status = response.status_code
+        request_id = request_id_of(response)
+        message = f"{method} {urlsplit(url).path}: {error_excerpt(response)}"
+        system = self.system
+        if status in (401, 403):
+            return AuthError(message, system=system, status_code=status, request_id=request_id)
+        if status == 404:
+            return NotFoundError(message, system=system, status_code=status, request_id=request_id)
+        if status in (409, 412):
+            return ConflictError(message, system=system, status_code=status, request_id=request_id)
+        if status == 429:
+            return ThrottledError(
+                message,
+                system=system,
+                status_code=status,
+                request_id=request_id,
+                retry_after_s=retry_after_s(response.headers, self._now()),
+            )
+        if status >= 500:
+            return UnavailableError(
+                message, system=system, status_code=status, request_id=request_id
+            )
+        return RejectedError(message, system=system, status_code=status, request_id=request_id)

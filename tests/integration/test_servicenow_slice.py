@@ -1,0 +1,197 @@
+"""End to end against the ServiceNow simulator: webhook → queue → worker → guarded write-back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.conftest import INTEGRATION_USER, Slice, build_slice, installed
+from tests.simulators.servicenow import RateLimitRule
+from triage.errors import UnavailableError
+from triage.jobs import EnrichJob
+
+OUTAGE = {
+    "short_description": "",
+    "description": (
+        "Hi team,\n\nThe VPN is down for all users in store 12 since 08:00, nobody can work. "
+        "Please help asap!\n\nBest regards\nAnna Berg\nStore manager"
+    ),
+    "caller_id": "5137153cc611227c000bbd1bd8cd2005",
+}
+
+
+def new_incident(app: Slice, **fields: str) -> str:
+    return app.sim.add_record("incident", {**OUTAGE, **fields}, user="anna.b")
+
+
+def work_notes(app: Slice, sys_id: str) -> list[str]:
+    return [row["value"] for row in app.sim.journal(sys_id, "work_notes")]
+
+
+def test_new_ticket_gets_filled_and_noted(app_slice: Slice) -> None:
+    sys_id = new_incident(app_slice)
+    assert app_slice.webhook(sys_id).status_code == 202
+    assert app_slice.drain() == 1
+    rec = app_slice.sim.get_record("incident", sys_id)
+    assert rec is not None
+    assert rec["category"] == "network"
+    assert rec["impact"] == "1"
+    assert rec["urgency"] == "1"
+    assert rec["priority"] == "1"  # computed by the instance from impact × urgency, not by us
+    assert rec["short_description"]
+    assert len(rec["short_description"]) <= 160
+    assert rec["sys_updated_by"] == INTEGRATION_USER
+    [note] = work_notes(app_slice, sys_id)
+    assert "category = network" in note
+    assert "confidence" in note
+    assert app_slice.sim.invalid_choice_values() == []
+    patches = [r for r in app_slice.sim.request_log if r.method == "PATCH"]
+    assert len(patches) == 1
+    assert "priority" not in patches[0].body
+
+
+def test_fields_a_person_set_stay_untouched(app_slice: Slice) -> None:
+    sys_id = new_incident(
+        app_slice, category="hardware", impact="2", short_description="Store 12 VPN"
+    )
+    app_slice.webhook(sys_id)
+    app_slice.drain()
+    rec = app_slice.sim.get_record("incident", sys_id)
+    assert rec is not None
+    assert (rec["category"], rec["impact"], rec["short_description"]) == (
+        "hardware",
+        "2",
+        "Store 12 VPN",
+    )
+    assert rec["urgency"] == "1"  # still unset (default 3), so it was filled
+
+
+def test_our_own_write_does_not_trigger_another_enrichment(app_slice: Slice) -> None:
+    # A naive business rule that fires on insert AND update calls the webhook for our PATCH too.
+    app_slice.sim.on_write(lambda table, record, op, user: app_slice.webhook(record["sys_id"]))
+    sys_id = new_incident(app_slice)
+    app_slice.webhook(sys_id)
+    assert app_slice.drain() == 2  # the original job, then the one our own write caused
+    assert app_slice.pending == []
+    assert len(work_notes(app_slice, sys_id)) == 1
+    assert len([r for r in app_slice.sim.request_log if r.method == "PATCH"]) == 1
+
+
+@pytest.mark.parametrize("mode", ["retry_after", "reset_only", "none"])
+def test_short_429_in_each_form_is_waited_out_and_retried(app_slice: Slice, mode: str) -> None:
+    sys_id = new_incident(app_slice)
+    # Two requests left in this hour's window, which ends in 20 s.
+    app_slice.clock.advance(3600 - (app_slice.clock.now() % 3600) - 20)
+    app_slice.sim.set_rate_limit(RateLimitRule(limit=2, mode=mode))  # type: ignore[arg-type]
+    app_slice.webhook(sys_id)
+    app_slice.drain()
+    rec = app_slice.sim.get_record("incident", sys_id)
+    assert rec is not None
+    assert rec["category"] == "network"
+    statuses = [r.status for r in app_slice.sim.request_log]
+    assert 429 in statuses
+    assert app_slice.sleeps  # waited instead of failing
+    if mode != "none":
+        assert max(app_slice.sleeps) <= 21  # waited for the window, as the platform told us
+
+
+def test_long_429_requeues_the_job_with_a_visibility_delay(app_slice: Slice) -> None:
+    sys_id = new_incident(app_slice)
+    app_slice.clock.advance(3600 - (app_slice.clock.now() % 3600) - 1800)  # 30 min to reset
+    app_slice.sim.set_rate_limit(RateLimitRule(limit=1, mode="retry_after"))
+    app_slice.webhook(sys_id)
+    app_slice.drain()
+    [(message, delay)] = app_slice.service.requeue.sent  # type: ignore[attr-defined]
+    assert 1700 < delay <= 1800
+    assert EnrichJob.from_message(message).requeues == 1
+    assert app_slice.sleeps == []  # no sleeping inside the invocation
+    # After the delay the requeued job runs and fills the ticket.
+    app_slice.clock.advance(delay)
+    app_slice.pending.append(message)
+    app_slice.drain()
+    rec = app_slice.sim.get_record("incident", sys_id)
+    assert rec is not None
+    assert rec["category"] == "network"
+
+
+def test_5xx_burst_on_read_is_retried(app_slice: Slice) -> None:
+    sys_id = new_incident(app_slice)
+    app_slice.webhook(sys_id)
+    app_slice.sim.fail_next(3, status=503)
+    app_slice.drain()
+    rec = app_slice.sim.get_record("incident", sys_id)
+    assert rec is not None
+    assert rec["category"] == "network"
+    assert [r.status for r in app_slice.sim.request_log].count(503) == 3
+
+
+class FailFirstWrite:
+    """Passes calls through to the real connector; the first PATCH meets a 500 from the instance."""
+
+    def __init__(self, inner, sim):  # type: ignore[no-untyped-def]
+        self.inner, self.sim, self.armed = inner, sim, True
+        self.system = inner.system
+
+    def get(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self.inner.get(*args, **kwargs)
+
+    def update(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.armed:
+            self.armed = False
+            self.sim.fail_next(1, status=500)
+        return self.inner.update(*args, **kwargs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_5xx_on_write_raises_for_a_host_retry_and_the_retry_does_not_double_write(
+    sim, clock
+) -> None:  # type: ignore[no-untyped-def]
+    with installed(build_slice(sim, clock, wrap=lambda c: FailFirstWrite(c, sim))) as app:
+        sys_id = new_incident(app)
+        app.webhook(sys_id)
+        job = app.pending[0]
+        with pytest.raises(UnavailableError):
+            app.drain()  # not retried in-process: a PATCH carrying a work note is not idempotent
+        app.pending.append(job)  # the host redelivers the message
+        app.drain()
+    rec = sim.get_record("incident", sys_id)
+    assert rec["category"] == "network"
+    assert len(work_notes(app, sys_id)) == 1
+    assert [r.status for r in sim.request_log if r.method == "PATCH"] == [500, 200]
+
+
+def test_dropped_connection_on_read_is_retried(app_slice: Slice) -> None:
+    sys_id = new_incident(app_slice)
+    app_slice.webhook(sys_id)
+    app_slice.sim.drop_next(1)
+    app_slice.drain()
+    rec = app_slice.sim.get_record("incident", sys_id)
+    assert rec is not None
+    assert rec["category"] == "network"
+
+
+def test_token_expiry_mid_run_refreshes_once(app_slice: Slice) -> None:
+    first, second = new_incident(app_slice), new_incident(app_slice)
+    app_slice.webhook(first)
+    app_slice.drain()
+    app_slice.sim.expire_tokens()
+    app_slice.webhook(second)
+    app_slice.drain()
+    rec = app_slice.sim.get_record("incident", second)
+    assert rec is not None
+    assert rec["category"] == "network"
+    token_calls = [r for r in app_slice.sim.request_log if r.path == "/oauth_token.do"]
+    assert len(token_calls) == 2
+
+
+def test_wrong_client_secret_sends_the_job_to_poison(sim, clock) -> None:  # type: ignore[no-untyped-def]
+    with installed(build_slice(sim, clock, client_secret="wrong")) as app:
+        sys_id = sim.add_record("incident", OUTAGE)
+        app.webhook(sys_id)
+        app.drain()
+    [(message, _)] = app.service.poison.sent  # type: ignore[attr-defined]
+    assert json.loads(message)["record_id"] == sys_id
+    assert [r.method for r in sim.request_log if r.path.startswith("/api/now")] == []

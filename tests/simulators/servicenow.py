@@ -1,0 +1,609 @@
+"""A loopback HTTP simulator of the ServiceNow Table API (docs/servicenow.md §1-6, §8-10, §14).
+
+Every response carries ``X-Transaction-ID`` (12 hex chars, as real instances send) so callers
+can put a request id in their errors. Deliberate simplifications: the user's time zone is UTC,
+no dot-walking, no Batch API, journal fields read back as "" in every display mode.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+import logging
+import math
+import secrets
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode
+
+from tests.simulators import Clock, FakeClock, LoopbackServer, Request, Response, SystemClock
+from tests.simulators.encoded_query import UnsupportedQueryError, parse
+
+__all__ = [
+    "DEFAULT_PRIORITY_MATRIX",
+    "TRANSACTION_CANCELLED",
+    "FakeClock",
+    "LoggedRequest",
+    "RateLimitRule",
+    "ServiceNowSimulator",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 10_000
+TRANSACTION_CANCELLED = "Transaction cancelled: maximum execution time exceeded"
+DEFAULT_PRIORITY_MATRIX: dict[tuple[str, str], str] = {  # (impact, urgency) -> priority
+    ("1", "1"): "1", ("1", "2"): "2", ("1", "3"): "3",
+    ("2", "1"): "2", ("2", "2"): "3", ("2", "3"): "4",
+    ("3", "1"): "3", ("3", "2"): "4", ("3", "3"): "5",
+}  # fmt: skip
+_AUTO = ("sys_created_on", "sys_created_by", "sys_updated_on", "sys_updated_by", "sys_mod_count")
+_SYS = ("sys_id", *_AUTO)
+TABLE_FIELDS: dict[str, tuple[str, ...]] = {
+    "incident": (*_SYS, "number", "short_description", "description", "category", "subcategory",
+                 "impact", "urgency", "priority", "state", "active", "caller_id", "opened_by",
+                 "opened_at", "assignment_group", "assigned_to", "correlation_id",
+                 "correlation_display", "work_notes", "comments", "sys_class_name"),
+    "sys_choice": (*_SYS, "name", "element", "value", "label", "dependent_value", "language",
+                   "inactive", "sequence"),
+    "sys_journal_field": (*_SYS, "element_id", "element", "name", "value"),
+    "sys_user": (*_SYS, "user_name", "name", "email", "active"),
+    "sys_user_group": (*_SYS, "name", "description", "active"),
+}  # fmt: skip
+_DEFAULTS = {
+    "incident": {"category": "inquiry", "impact": "3", "urgency": "3", "state": "1",
+                 "active": "true", "sys_class_name": "incident"},
+    "sys_choice": {"language": "en", "inactive": "false"},
+}  # fmt: skip
+_REFERENCES = {"caller_id": "sys_user", "opened_by": "sys_user", "assigned_to": "sys_user",
+               "assignment_group": "sys_user_group"}  # fmt: skip
+_DEPENDS_ON = {"subcategory": "category"}  # dependent choice lists
+JOURNAL_FIELDS = ("work_notes", "comments")
+_OOB_CHOICES = {  # element -> "value=label" pairs of the out-of-box incident choice lists
+    "impact": "1=1 - High,2=2 - Medium,3=3 - Low",
+    "urgency": "1=1 - High,2=2 - Medium,3=3 - Low",
+    "priority": "1=1 - Critical,2=2 - High,3=3 - Moderate,4=4 - Low,5=5 - Planning",
+    "state": "1=New,2=In Progress,3=On Hold,6=Resolved,7=Closed,8=Canceled",
+    "category": "request=Request,inquiry=Inquiry / Help,software=Software,hardware=Hardware,"
+    "network=Network,database=Database",
+}
+_OOB_SUBCATEGORIES = {  # category -> "value=label" pairs (dependent choice list)
+    "request": "password reset=Password Reset,password expired=Password Expired,"
+    "account locked=Account Locked",
+    "inquiry": "antivirus=Antivirus,email=Email,internal application=Internal Application",
+    "software": "email=Email,os=Operating System",
+    "hardware": "cpu=CPU,disk=Disk,keyboard=Keyboard,memory=Memory,monitor=Monitor,mouse=Mouse",
+    "network": "dhcp=DHCP,dns=DNS,ip address=IP Address,vpn=VPN,wireless=Wireless",
+    "database": "db2=DB2,sql server=MS SQL Server,oracle=Oracle",
+}
+_NOT_FOUND = ("No Record found", "Record doesn't exist or ACL restricts the record retrieval")
+_BAD_JSON = ("Exception while reading request", "The payload is not valid JSON.")
+
+RateLimitMode = Literal["retry_after", "reset_only", "none"]
+WriteCallback = Callable[[str, dict[str, str], str, str], None]  # table, record, op, user
+
+
+@dataclass(frozen=True)
+class RateLimitRule:
+    """A per-hour inbound REST rate limit rule; None filters match everything."""
+
+    limit: int
+    mode: RateLimitMode = "retry_after"
+    method: str | None = None
+    table: str | None = None
+    user: str | None = None
+    rule_id: str = "7f3c1e52db4a4a10b1c2d3e4f5a6b7c8"
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request as the simulator saw it; status 0 means the connection was dropped."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    user: str | None
+    status: int
+    body: Any = None
+
+
+def _error(status: int, message: str, detail: str | None) -> Response:
+    return Response(status, {"error": {"message": message, "detail": detail}, "status": "failure"})
+
+
+def _as_text(value: Any) -> str:
+    """Coerce a JSON input value the way the Table API stores it (everything is a string)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict) and "value" in value:
+        return _as_text(value["value"])
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool:
+    return query.get(name, "").lower() == "true"
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value else default
+    except ValueError:
+        return default
+
+
+class ServiceNowSimulator(LoopbackServer):
+    """In-memory ServiceNow instance served over HTTP on 127.0.0.1 (ephemeral port)."""
+
+    server_header = "ServiceNow"
+
+    def __init__(
+        self,
+        users: Mapping[str, str] | None = None,
+        oauth_clients: Mapping[str, tuple[str, str]] | None = None,
+        clock: Clock | None = None,
+        *,
+        token_ttl_s: int = 1800,
+        priority_matrix: Mapping[tuple[str, str], str] | None = None,
+        extra_fields: Mapping[str, Iterable[str]] | None = None,
+        default_choices: bool = True,
+    ) -> None:
+        super().__init__()
+        self._users = dict(users if users is not None else {"admin": "admin"})
+        self._clients = dict(oauth_clients or {})  # client_id -> (secret, application user)
+        self.clock: Clock = clock or SystemClock()
+        self.token_ttl_s = token_ttl_s
+        self.priority_matrix = dict(priority_matrix or DEFAULT_PRIORITY_MATRIX)
+        self._fields = {t: list(f) for t, f in TABLE_FIELDS.items()}
+        for table, extra in (extra_fields or {}).items():
+            self._fields.setdefault(table, list(_SYS)).extend(extra)
+        self._lock = threading.RLock()
+        self._tables: dict[str, dict[str, dict[str, str]]] = {t: {} for t in self._fields}
+        self._numbers = itertools.count(10001)
+        self._tokens: dict[str, tuple[str, float]] = {}  # token -> (user, expires_at)
+        self._rule: RateLimitRule | None = None
+        self._rate_counts: dict[tuple[str, int], int] = {}
+        self._faults: list[Response] = []
+        self._callbacks: list[WriteCallback] = []
+        self._log: list[LoggedRequest] = []
+        if default_choices:
+            self._seed_choices()
+
+    # ---- configuration and fault injection -------------------------------------------------
+
+    def set_rate_limit(self, rule: RateLimitRule | None) -> None:
+        """Install (or remove with None) the rate limit rule; counters restart."""
+        with self._lock:
+            self._rule = rule
+            self._rate_counts.clear()
+
+    def fail_next(
+        self, count: int, status: int = 503, message: str = "Service Unavailable",
+        detail: str = "", *, html: bool = False,
+    ) -> None:  # fmt: skip
+        """Answer the next ``count`` requests with ``status`` (JSON error, or an HTML page)."""
+        page = f"<html><body><h1>{status} {message}</h1></body></html>"
+        with self._lock:
+            for _ in range(count):
+                fault = Response(status, page) if html else _error(status, message, detail)
+                self._faults.append(fault)
+
+    def reset_faults(self) -> None:
+        """Clear pending 5xx responses, connection drops and latency."""
+        super().reset_faults()
+        with self._lock:
+            self._faults.clear()
+
+    def expire_tokens(self) -> None:
+        """Invalidate every issued OAuth access token now (next use answers 401)."""
+        with self._lock:
+            self._tokens.clear()
+
+    def on_write(self, callback: WriteCallback) -> None:
+        """Call ``callback(table, record, "insert"|"update", user)`` after each HTTP write."""
+        self._callbacks.append(callback)
+
+    # ---- introspection and seeding ---------------------------------------------------------
+
+    def add_record(
+        self, table: str, fields: Mapping[str, Any] | None = None, user: str = "admin"
+    ) -> str:
+        """Insert without HTTP or callbacks; given fields win over defaults. Returns sys_id."""
+        values = dict(fields or {})
+        unknown = set(values) - set(self._fields[table])
+        if unknown:
+            raise ValueError(f"unknown fields for {table}: {sorted(unknown)}")
+        with self._lock:
+            rec = self._new_record(table, user)
+            notes = [(k, _as_text(values.pop(k))) for k in JOURNAL_FIELDS if k in values]
+            rec.update({k: _as_text(v) for k, v in values.items()})
+            if "priority" not in values:
+                self._derive(table, rec)
+            self._tables[table][rec["sys_id"]] = rec
+            self._add_journal(table, rec["sys_id"], notes, user)
+            return rec["sys_id"]
+
+    def get_record(self, table: str, sys_id: str) -> dict[str, str] | None:
+        """A copy of the stored (raw) record, or None."""
+        with self._lock:
+            rec = self._tables[table].get(sys_id)
+            return dict(rec) if rec is not None else None
+
+    def records(self, table: str) -> list[dict[str, str]]:
+        """Copies of all raw records of ``table`` in insertion order."""
+        with self._lock:
+            return [dict(r) for r in self._tables[table].values()]
+
+    def journal(self, sys_id: str, element: str | None = None) -> list[dict[str, str]]:
+        """Journal rows (oldest first) for a record, optionally for one element."""
+        return [
+            row for row in self.records("sys_journal_field")
+            if row["element_id"] == sys_id and element in (None, row["element"])
+        ]  # fmt: skip
+
+    def invalid_choice_values(self, table: str = "incident") -> list[tuple[str, str, str]]:
+        """(sys_id, field, value) of stored values missing from their (dependent) choice list."""
+        with self._lock:
+            rows = [r for r in self._tables["sys_choice"].values() if r["name"] == table]
+            valid = {(r["element"], r["value"], r["dependent_value"]) for r in rows}
+            bad = []
+            for rec in self._tables[table].values():
+                for name in sorted({r["element"] for r in rows}):
+                    value, parent = rec.get(name, ""), rec.get(_DEPENDS_ON.get(name, ""), "")
+                    if value and not {(name, value, parent), (name, value, "")} & valid:
+                        bad.append((rec["sys_id"], name, value))
+            return bad
+
+    @property
+    def request_log(self) -> list[LoggedRequest]:
+        """A copy of every request served so far."""
+        with self._lock:
+            return list(self._log)
+
+    def set_choices(
+        self, name: str, element: str, choices: Iterable[Mapping[str, str]] | Mapping[str, str]
+    ) -> None:
+        """Replace sys_choice rows of (name, element); a Mapping is read as value -> label."""
+        rows = (
+            [{"value": v, "label": lbl} for v, lbl in choices.items()]
+            if isinstance(choices, Mapping)
+            else list(choices)
+        )
+        with self._lock:
+            table = self._tables["sys_choice"]
+            for sys_id in [
+                k for k, r in table.items() if (r["name"], r["element"]) == (name, element)
+            ]:
+                del table[sys_id]
+            for seq, row in enumerate(rows):
+                self.add_record(
+                    "sys_choice", {"name": name, "element": element, "sequence": str(seq), **row}
+                )
+
+    def _seed_choices(self) -> None:
+        for element, spec in _OOB_CHOICES.items():
+            self.set_choices("incident", element, dict(p.split("=") for p in spec.split(",")))
+        rows = [
+            {"value": v, "label": lbl, "dependent_value": cat}
+            for cat, spec in _OOB_SUBCATEGORIES.items()
+            for v, lbl in (p.split("=") for p in spec.split(","))
+        ]  # fmt: skip
+        self.set_choices("incident", "subcategory", rows)
+
+    # ---- request pipeline ------------------------------------------------------------------
+
+    def handle(self, req: Request) -> Response:
+        """Injected 5xx first, then the token endpoint or auth, rate limit and Table API."""
+        with self._lock:
+            fault = self._faults.pop(0) if self._faults else None
+        user, resp = (None, fault) if fault is not None else self._route(req)
+        self._record(req, user, resp.status)
+        resp.headers["X-Transaction-ID"] = secrets.token_hex(6)
+        return resp
+
+    def handle_dropped(self, req: Request) -> None:
+        """Log a request whose connection was dropped on purpose (status 0)."""
+        self._record(req, None, 0)
+
+    def _record(self, req: Request, user: str | None, status: int) -> None:
+        body = None
+        if req.path.startswith("/api/") and req.body:  # never keep token-endpoint secrets
+            try:
+                body = json.loads(req.body)
+            except ValueError:
+                body = req.body.decode("utf-8", "replace")
+        with self._lock:
+            self._log.append(LoggedRequest(req.method, req.path, req.query, user, status, body))
+
+    def _fire(self, table: str, record: dict[str, str], op: str, user: str) -> None:
+        for callback in list(self._callbacks):
+            callback(table, record, op, user)
+
+    def _route(self, req: Request) -> tuple[str | None, Response]:
+        parts = req.path.strip("/").split("/")
+        if req.path == "/oauth_token.do" and req.method == "POST":
+            return None, self._issue_token(req)
+        if parts[:2] == ["api", "now"] and len(parts) > 3 and parts[2][:1] == "v":
+            del parts[2]  # /api/now/v2/table/... == /api/now/table/...
+        if parts[:3] != ["api", "now", "table"] or len(parts) not in (4, 5):
+            return None, _error(400, "Requested URI does not represent any resource", None)
+        user = self._authenticate(req.headers.get("authorization", ""))
+        if user is None:
+            resp = _error(401, "User is not authenticated", "Required to provide Auth information")
+            resp.headers["WWW-Authenticate"] = 'BASIC realm="Service-now"'
+            return None, resp
+        blocked, limit_headers = self._rate_limit(user, req.method, parts[3])
+        if blocked:
+            resp = _error(429, "Too Many Requests", "Rate limit exceeded")
+        else:
+            resp = self._table_op(req, user, parts[3], parts[4] if len(parts) == 5 else None)
+        resp.headers.update(limit_headers)
+        resp.headers["X-Is-Logged-In"] = "true"
+        return user, resp
+
+    def _table_op(self, req: Request, user: str, table: str, sys_id: str | None) -> Response:
+        if table not in self._fields:
+            return _error(400, f"Invalid table {table}", None)
+        if sys_id is None and req.method in ("GET", "POST"):
+            return self._list(req, table) if req.method == "GET" else self._write(req, user, table)
+        if sys_id is not None and req.method in ("PATCH", "PUT"):
+            return self._write(req, user, table, sys_id)
+        if sys_id is not None and req.method in ("GET", "DELETE"):
+            with self._lock:
+                rec = self._tables[table].get(sys_id)
+                if rec is None:
+                    return _error(404, *_NOT_FOUND)
+                if req.method == "DELETE":
+                    del self._tables[table][sys_id]
+                    return Response(204)
+                return Response(200, {"result": self._render(table, rec, req.query)})
+        return _error(405, "Method not Supported", f"{req.method} is not allowed here")
+
+    # ---- auth and rate limits --------------------------------------------------------------
+
+    def _authenticate(self, header: str) -> str | None:
+        scheme, _, cred = header.partition(" ")
+        if scheme.lower() == "basic":
+            name, password = _basic(cred)
+            expected = self._users.get(name)
+            ok = expected is not None and secrets.compare_digest(
+                expected.encode(), password.encode()
+            )
+            return name if ok else None
+        if scheme.lower() == "bearer":
+            with self._lock:
+                entry = self._tokens.get(cred.strip())
+            if entry is not None and self.clock.now() < entry[1]:
+                return entry[0]
+        return None
+
+    def _issue_token(self, req: Request) -> Response:
+        form = dict(parse_qsl(req.body.decode("utf-8", "replace")))
+        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+        if not client_id:  # client_secret_basic: credentials in the Authorization header
+            client_id, secret = _basic(req.headers.get("authorization", "").partition(" ")[2])
+        if form.get("grant_type") != "client_credentials":
+            return Response(
+                400,
+                {"error": "unsupported_grant_type", "error_description": "only client_credentials"},
+            )
+        client = self._clients.get(client_id)
+        if client is None or not secrets.compare_digest(client[0].encode(), secret.encode()):
+            return Response(401, {"error": "invalid_client", "error_description": "access_denied"})
+        token = secrets.token_urlsafe(48)
+        with self._lock:
+            self._tokens[token] = (client[1], self.clock.now() + self.token_ttl_s)
+        body = {"access_token": token, "scope": "useraccount", "token_type": "Bearer",
+                "expires_in": self.token_ttl_s - 1}  # fmt: skip
+        return Response(200, body)
+
+    def _rate_limit(self, user: str, method: str, table: str) -> tuple[bool, dict[str, str]]:
+        rule = self._rule
+        if rule is None or any(
+            want is not None and want != got
+            for want, got in ((rule.user, user), (rule.method, method), (rule.table, table))
+        ):
+            return False, {}
+        now = self.clock.now()
+        window = int(now // 3600) * 3600  # hourly windows, reset at the top of the hour
+        reset = window + 3600
+        with self._lock:
+            used = self._rate_counts.get((user, window), 0)
+            blocked = used >= rule.limit
+            self._rate_counts[(user, window)] = used + (0 if blocked else 1)
+        headers: dict[str, str] = {}
+        if rule.mode == "retry_after":
+            headers = {"X-RateLimit-Limit": str(rule.limit), "X-RateLimit-Reset": str(reset),
+                       "X-RateLimit-Rule": rule.rule_id}  # fmt: skip
+            if blocked:
+                headers["Retry-After"] = str(max(1, math.ceil(reset - now)))
+        elif rule.mode == "reset_only" and blocked:
+            headers["X-RateLimit-Reset"] = str(reset)
+        return blocked, headers
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def _list(self, req: Request, table: str) -> Response:
+        q = req.query
+        try:
+            query = parse(q.get("sysparm_query", ""))
+        except UnsupportedQueryError as exc:
+            self.errors.append(exc)
+            return _error(400, "Simulator does not support this query", str(exc))
+        limit = _int(q.get("sysparm_limit"), DEFAULT_LIMIT)
+        limit = limit if limit > 0 else DEFAULT_LIMIT
+        offset = max(0, _int(q.get("sysparm_offset"), 0))
+        with self._lock:
+            known = set(self._fields[table])
+            rows = query.sort(
+                [r for r in self._tables[table].values() if query.matches(r, known)], known
+            )
+            labels = self._labels()
+            result = [self._render(table, r, q, labels) for r in rows[offset : offset + limit]]
+        resp = Response(200, {"result": result})
+        if not _flag(q, "sysparm_no_count"):
+            resp.headers["X-Total-Count"] = str(len(rows))
+        link = self._link_header(req, len(rows), offset, limit)
+        if link and not _flag(q, "sysparm_suppress_pagination_header"):
+            resp.headers["Link"] = link
+        return resp
+
+    def _link_header(self, req: Request, total: int, offset: int, limit: int) -> str:
+        if offset == 0 and total <= limit:
+            return ""  # one page: ServiceNow omits the header entirely
+
+        def link(off: int, rel: str) -> str:
+            query = {**req.query, "sysparm_offset": str(off), "sysparm_limit": str(limit)}
+            return f'<{self.url}{req.path}?{urlencode(query)}>;rel="{rel}"'
+
+        parts = [link(0, "first")]
+        if offset > 0:
+            parts.append(link(max(0, offset - limit), "prev"))
+        if offset + limit < total:
+            parts.append(link(offset + limit, "next"))
+        parts.append(link(max(0, (total - 1) // limit * limit), "last"))
+        return ",".join(parts)
+
+    def _labels(self) -> dict[tuple[str, str, str], str]:
+        return {
+            (r["name"], r["element"], r["value"]): r["label"]
+            for r in self._tables["sys_choice"].values()
+            if r["language"] in ("en", "") and r["inactive"] != "true"
+        }
+
+    def _render(
+        self, table: str, rec: Mapping[str, str], query: Mapping[str, str],
+        labels: dict[tuple[str, str, str], str] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Shape a raw record per sysparm_fields / sysparm_display_value / reference links."""
+        mode = query.get("sysparm_display_value", "false").lower()
+        with_links = not _flag(query, "sysparm_exclude_reference_link")
+        wanted = [f.strip() for f in query.get("sysparm_fields", "").split(",") if f.strip()]
+        labels = self._labels() if labels is None and mode != "false" else labels or {}
+        out: dict[str, Any] = {}
+        for name in wanted or self._fields[table]:
+            if name not in rec:
+                continue  # unknown names in sysparm_fields are silently skipped
+            raw = rec[name]
+            shown = labels.get((table, name, raw), labels.get(("task", name, raw), raw))
+            if table == "incident" and name in _REFERENCES and raw:
+                out[name] = self._reference(_REFERENCES[name], raw, mode, with_links)
+            elif mode == "all":
+                out[name] = {"display_value": shown, "value": raw}
+            else:
+                out[name] = shown if mode == "true" else raw
+        return out
+
+    def _reference(self, target: str, sys_id: str, mode: str, with_links: bool) -> Any:
+        ref = self._tables[target].get(sys_id)
+        full = {"display_value": ref.get("name", "") if ref else "",
+                "link": f"{self.url}/api/now/table/{target}/{sys_id}", "value": sys_id}  # fmt: skip
+        keys = {"false": ["link", "value"], "true": ["display_value", "link"]}.get(mode, list(full))
+        keys = [k for k in keys if with_links or k != "link"]
+        return full[keys[0]] if len(keys) == 1 else {k: full[k] for k in keys}
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def _write(self, req: Request, user: str, table: str, sys_id: str | None = None) -> Response:
+        ctype = req.headers.get("content-type", "")
+        if "json" not in ctype.lower():
+            return _error(415, "Unsupported Media Type", f"Content-Type {ctype!r} is not supported")
+        try:
+            data = json.loads(req.body or b"null")
+        except ValueError:
+            return _error(400, *_BAD_JSON)
+        if isinstance(data, list) and data:
+            data = data[0]  # "only the first record gets worked on and the rest ... are ignored"
+        if not isinstance(data, dict):
+            return _error(400, *_BAD_JSON)
+        with self._lock:
+            if sys_id is None:
+                rec, changed, status = self._insert(table, data, user), True, 201
+            elif sys_id in self._tables[table]:
+                rec, status = self._tables[table][sys_id], 200
+                changed = self._update(table, rec, data, user)
+            else:
+                return _error(404, *_NOT_FOUND)
+            resp = Response(status, {"result": self._render(table, rec, req.query)})
+            snapshot = dict(rec)
+        if changed:
+            op = "insert" if status == 201 else "update"
+            resp.after.append(lambda: self._fire(table, snapshot, op, user))
+        return resp
+
+    def _new_record(self, table: str, user: str) -> dict[str, str]:
+        now = self._stamp()
+        rec = dict.fromkeys(self._fields[table], "")
+        rec.update(_DEFAULTS.get(table, {}))
+        rec.update(sys_id=secrets.token_hex(16), sys_created_on=now, sys_created_by=user,
+                   sys_updated_on=now, sys_updated_by=user, sys_mod_count="0")  # fmt: skip
+        if table == "incident":
+            rec.update(number=f"INC{next(self._numbers):07d}", opened_at=now)
+        return rec
+
+    def _insert(self, table: str, data: Mapping[str, Any], user: str) -> dict[str, str]:
+        rec = self._new_record(table, user)
+        notes = self._merge(table, rec, data, creating=True)
+        self._derive(table, rec)
+        self._tables[table][rec["sys_id"]] = rec
+        self._add_journal(table, rec["sys_id"], notes, user)
+        return rec
+
+    def _update(self, table: str, rec: dict[str, str], data: Mapping[str, Any], user: str) -> bool:
+        before = dict(rec)
+        notes = self._merge(table, rec, data, creating=False)
+        self._derive(table, rec)
+        if rec == before and not notes:
+            return False  # nothing changed: the instance skips the update and its business rules
+        rec.update(sys_updated_on=self._stamp(), sys_updated_by=user,
+                   sys_mod_count=str(int(rec["sys_mod_count"] or "0") + 1))  # fmt: skip
+        self._add_journal(table, rec["sys_id"], notes, user)
+        return True
+
+    def _merge(
+        self, table: str, rec: dict[str, str], data: Mapping[str, Any], creating: bool
+    ) -> list[tuple[str, str]]:
+        """Copy known, writable fields into ``rec``; returns journal entries to append."""
+        notes: list[tuple[str, str]] = []
+        for key, value in data.items():
+            if key not in self._fields[table] or key in _AUTO or (key == "sys_id" and not creating):
+                continue  # unknown and system fields are silently ignored
+            text = _as_text(value)
+            if key in JOURNAL_FIELDS:
+                if text:
+                    notes.append((key, text))
+            else:
+                rec[key] = text  # choice values are stored as given, never validated
+        return notes
+
+    def _derive(self, table: str, rec: dict[str, str]) -> None:
+        """Priority lookup rule: priority follows impact x urgency when the pair is known."""
+        if table == "incident":
+            rec["priority"] = self.priority_matrix.get(
+                (rec["impact"], rec["urgency"]), rec["priority"]
+            )
+
+    def _add_journal(
+        self, table: str, element_id: str, notes: list[tuple[str, str]], user: str
+    ) -> None:
+        for element, value in notes:
+            row = self._new_record("sys_journal_field", user)
+            row.update(element_id=element_id, element=element, name=table, value=value)
+            self._tables["sys_journal_field"][row["sys_id"]] = row
+
+    def _stamp(self) -> str:
+        return datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _basic(cred: str) -> tuple[str, str]:
+    try:
+        name, _, password = base64.b64decode(cred.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return "", ""
+    return name, password
