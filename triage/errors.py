@@ -23,6 +23,7 @@ or ticket text; response bodies are cut to 200 characters.
 from __future__ import annotations
 
 __all__ = [
+    "BODY_EXCERPT_CHARS",
     "AuthError",
     "ConfigError",
     "ConflictError",

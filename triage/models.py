@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "FIELD_NAME_PATTERN",
+    "SUMMARY_MAX_CHARS",
     "CANONICAL_FIELDS",
     "Decision",
     "EnrichmentResult",
