@@ -1,10 +1,9 @@
 import pytest
 
+from tests.fakes import FakeConnector, FixedEnricher, suggestion
 from triage.errors import UnavailableError
 from triage.mapping import load_mapping
 from triage.pipeline import MemorySeenStore, Pipeline
-
-from tests.fakes import FakeConnector, FixedEnricher, suggestion
 
 SYS_ID = "0" * 31 + "1"
 M = load_mapping()
@@ -44,7 +43,11 @@ def test_new_ticket_gets_filled_with_one_write_and_one_note():
     assert conn.updates == [
         (
             SYS_ID,
-            {"category": "network", "impact": "1", "short_description": "VPN down for the whole store"},
+            {
+                "category": "network",
+                "impact": "1",
+                "short_description": "VPN down for the whole store",
+            },
         )
     ]
     assert len(conn.notes) == 1

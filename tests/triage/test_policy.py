@@ -1,8 +1,7 @@
+from tests.fakes import suggestion
 from triage.mapping import load_mapping
 from triage.models import Ticket
 from triage.policy import decide, render_note, to_changes
-
-from tests.fakes import suggestion
 
 M = load_mapping()
 
@@ -51,7 +50,9 @@ def test_no_op_write_is_skipped():
     chosen = {"impact": suggestion("impact", "low", 0.99)}
     d = by_field(decide(ticket(), chosen, M, raw={"impact": "3"}))
     assert d["impact"].why == "already has this value"
-    d2 = by_field(decide(ticket(), {"impact": suggestion("impact", "high")}, M, raw={"impact": "3"}))
+    d2 = by_field(
+        decide(ticket(), {"impact": suggestion("impact", "high")}, M, raw={"impact": "3"})
+    )
     assert d2["impact"].action == "write"
 
 

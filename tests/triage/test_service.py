@@ -3,6 +3,7 @@ import json
 import pytest
 
 from connectors.queue import InMemoryJobQueue
+from tests.fakes import FakeConnector, FixedEnricher, suggestion
 from triage.errors import AuthError, ThrottledError, UnavailableError
 from triage.inbound import sign
 from triage.jobs import EnrichJob
@@ -11,8 +12,6 @@ from triage.pipeline import Pipeline
 from triage.service import Service
 from triage.settings import QueueSettings, Settings, WebhookSettings
 
-from tests.fakes import FakeConnector, FixedEnricher, suggestion
-
 NOW = 1_800_000_000.0
 SYS_ID = "abcdef0123456789abcdef0123456789"
 SECRET = "hook-secret"
@@ -20,7 +19,9 @@ SECRET = "hook-secret"
 
 def make_service(records=None, secret=SECRET, **queue):
     settings = Settings(
-        webhook=WebhookSettings(secret=secret, max_body_bytes=2048) if secret else WebhookSettings(),
+        webhook=WebhookSettings(secret=secret, max_body_bytes=2048)
+        if secret
+        else WebhookSettings(),
         queue=QueueSettings(**queue),
     )
     connector = FakeConnector(records if records is not None else {})
@@ -124,6 +125,6 @@ def test_permanent_failure_and_malformed_jobs_go_to_poison_at_once():
 
 
 def test_deleted_record_is_dropped():
-    svc, conn = make_service({})
+    svc, _conn = make_service({})
     assert svc.process_job(job()) is None
     assert svc.poison.sent == [] and svc.requeue.sent == []
