@@ -1,0 +1,1 @@
+"""Benchmarks that print JSON figures (they may read ../shared/data; tests never do)."""

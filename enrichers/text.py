@@ -1,0 +1,417 @@
+"""Pure text helpers: strip e-mail boilerplate and markup noise, split sentences.
+
+Tickets arrive as raw e-mails (English, Danish, Swedish, German) or as issue-tracker markdown.
+Everything a person did not write *about the problem* is noise to every text enricher:
+forwarded header blocks, greetings, sign-offs and the signature after them, disclaimers,
+quoted replies, and markdown/template scaffolding (HTML comments, code, URLs, stack traces).
+
+Public API:
+
+* ``clean_email_text(text)`` — one call for classifiers: markup + boilerplate stripped,
+  whitespace collapsed to single spaces between lines.
+* ``strip_boilerplate(text)`` — e-mail boilerplate only; keeps line structure.
+* ``strip_markup(text)`` — markdown/HTML/code/URL/stack-trace noise only; keeps line structure.
+* ``parse_email(text)`` — both, plus the ``Subject:`` lines of forwarded/quoted header blocks.
+* ``split_sentences(text)`` — sentence split aware of e-mail line breaks and abbreviations.
+* ``is_greeting(line)`` / ``strip_greeting(line)`` — greeting detection for one line.
+* ``clean_title(title)`` / ``is_informative_title(title)`` — "RE:/FW:"-free subject lines, and
+  whether one says anything specific.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "CleanedEmail",
+    "clean_email_text",
+    "clean_title",
+    "is_greeting",
+    "is_informative_title",
+    "parse_email",
+    "split_sentences",
+    "strip_boilerplate",
+    "strip_greeting",
+    "strip_markup",
+]
+
+#: Text longer than this is cut before cleaning, so one 200 kB log paste cannot stall a worker.
+MAX_INPUT_CHARS = 20_000
+
+_I = re.IGNORECASE
+_IM = re.IGNORECASE | re.MULTILINE
+
+# --- markup ------------------------------------------------------------------------------------
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+_CODE_FENCE = re.compile(
+    r"^[ \t]*(```|~~~)[\w+.#-]*[ \t]*$.*?(?:^[ \t]*\1[^\n]*$|\Z)", re.DOTALL | re.MULTILINE
+)
+_HTML_BREAK = re.compile(r"<(?:br|/p|/div|/li|/tr|/h[1-6])\b[^>]{0,200}>", _I)
+_HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]{0,20}(?:\s[^<>]{0,300})?/?>")
+_MD_IMAGE = re.compile(r"!\[[^\]\n]{0,300}\]\([^)\s]{0,500}\)")
+_MD_LINK = re.compile(r"\[([^\]\n]{1,300})\]\([^)\s]{0,500}\)")
+_URL = re.compile(r"(?:\bhttps?://|\bwww\.)[^\s<>()\"']+", _I)
+_INLINE_CODE = re.compile(r"`{1,3}([^`\n]{0,300})`{1,3}")
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}(?:[ \t].*)?$", re.MULTILINE)
+# A line that is only bold/italic text is a template label ("**Describe the bug**").
+_BOLD_LABEL = re.compile(r"^[ \t]*(\*\*|__)[^\n]{1,300}?\1[ \t]*:?[ \t]*$", re.MULTILINE)
+_EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,3}[.)])[ \t]+(?:\[[ xX]\][ \t]+)?", re.MULTILINE)
+_TABLE_LINE = re.compile(r"^[ \t]*\|.*\|[ \t]*$|^[ \t]*[-:| ]{3,}$", re.MULTILINE)
+_STACK_LINE = re.compile(
+    r"^[ \t]*(?:at\s+[\w$.<>]+[\s(].*[:)]|File \"[^\"]+\", line \d+.*|Traceback \(most recent"
+    r" call last\):.*|#\d+\s+0x[0-9a-f]+.*|\w+\.\w+\.\w+.*\(\w+\.java:\d+\))$",
+    re.MULTILINE,
+)
+
+# --- e-mail boilerplate ------------------------------------------------------------------------
+_HEADER_KEYS = (
+    r"from|sent|to|cc|bcc|subject|date|reply-to|importance|"
+    r"fra|sendt|til|emne|dato|"
+    r"från|skickat|till|ämne|kopia|"
+    r"von|gesendet|an|betreff|datum|kopie"
+)
+_HEADER_LINE = re.compile(rf"^[ \t>*]*(?:{_HEADER_KEYS})[ \t*]*:(.*)$", _I)
+_HEADER_START = re.compile(r"^[ \t>*]*(?:from|fra|från|von|de|van)[ \t*]*:", _I)
+# "From: Monday / To: Friday" in a leave request is not a header block; these keys make it one.
+_HEADER_DISTINCT = re.compile(
+    r"^[ \t>*]*(?:sent|subject|date|cc|fra|sendt|emne|dato|skickat|ämne|gesendet|betreff|datum)"
+    r"[ \t*]*:",
+    _I,
+)
+_SUBJECT_LINE = re.compile(r"^[ \t>*]*(?:subject|emne|ämne|betreff)[ \t*]*:[ \t*]*(.*)$", _I)
+_SEPARATOR = re.compile(
+    r"^[ \t>]*-{2,}[ \t]*(?:original message|forwarded message|oprindelig meddelelse|"
+    r"videresendt meddelelse|ursprungligt meddelande|vidarebefordrat meddelande|"
+    r"ursprüngliche nachricht|weitergeleitete nachricht)[ \t]*-{2,}[ \t]*$|^[ \t]*_{10,}[ \t]*$",
+    _I,
+)
+# "On <date>, <name> wrote:"; Danish/Swedish/German put the name after the verb.
+_WROTE = re.compile(r"^[ \t>]*\S.{0,300}\b(?:wrote|skrev|schrieb|a écrit)\b.{0,80}:\s*$", _I)
+_QUOTED = re.compile(r"^[ \t]*>")
+
+_GREETING_WORDS = (
+    r"hi|hello|hey|hiya|dear|good\s+(?:morning|afternoon|evening|day)|greetings|"
+    r"to\s+whom\s+it\s+may\s+concern|hej|hejsa|hejhej|hallo|halløj|hallå|hei|kære|kæreste|"
+    r"god\s+(?:morgen|morgon|eftermiddag|dag)|goddag|morn|käre|kära|bästa|"
+    r"guten\s+(?:morgen|tag|abend)|liebe[rs]?|sehr\s+geehrte[rs]?|moin|servus|grüß\s+gott|"
+    r"grüezi"
+)
+# A greeting line: the greeting plus a few name words, ending in punctuation; or at most two
+# words without it ("Hi team"). "Hi I cannot log in" is not a greeting line.
+_GREETING_LINE = re.compile(
+    rf"^\W*(?:{_GREETING_WORDS})\b(?:(?:[ \t]+[\w'.&-]+){{0,6}}[ \t]*[,!:;.]|"
+    rf"(?:[ \t]+[\w'.&-]+){{0,2}})[ \t]*$",
+    _I,
+)
+_GREETING_PREFIX = re.compile(
+    rf"^\W*(?:{_GREETING_WORDS})\b(?:[ \t]+[\w'.&-]+){{0,4}}[ \t]*[,!:;][ \t]*", _I
+)
+_SIGNOFF = re.compile(
+    r"^--$|^\W*(?:(?:best|kind|warm|many|with)\s+(?:regards|wishes)|regards|br|rgds|cheers|"
+    r"sincerely|yours\s+(?:sincerely|truly|faithfully)|best|all\s+the\s+best|"
+    r"thanks?(?:\s+(?:you|a\s+lot|so\s+much|again|in\s+advance))*|thx|ty|tia|"
+    r"(?:med\s+)?venlig(?:st)?\s+hilsen|mvh|vh|hilsen|de\s+bedste\s+hilsner|"
+    r"tak(?:\s+på\s+forhånd)?|på\s+forhånd\s+tak|mange\s+tak|"
+    r"(?:med\s+)?vänliga\s+hälsningar|vänligen|hälsningar|mvh|tack(?:\s+på\s+förhand)?|"
+    r"mit\s+freundlichen\s+grüßen|mfg|(?:viele|beste|liebe|freundliche)\s+grüße|lg|vg|"
+    r"gruß|grüße|danke(?:\s+(?:schön|sehr|im\s+voraus))?|vielen\s+dank(?:\s+im\s+voraus)?)"
+    r"[\s,.!]*$",
+    _I,
+)
+_MOBILE_SIG = re.compile(
+    r"^\W*(?:sent\s+from\s+my\s+\w+|get\s+outlook\s+for\s+\w+|sendt\s+fra\s+min\s+\w+|"
+    r"skickat\s+från\s+min\s+\w+|von\s+meinem\s+\w+\s+gesendet|gesendet\s+von\s+meinem\s+\w+)",
+    _I,
+)
+_DISCLAIMER = re.compile(
+    r"\b(?:this\s+e-?mail(?:\s+message)?(?:\s+and\s+any\s+attachments?)?\s+(?:is|are|may\s+"
+    r"contain)|confidentiality\s+notice|the\s+information\s+(?:contained\s+)?in\s+this\s+"
+    r"(?:e-?mail|message)|if\s+you\s+are\s+not\s+the\s+intended\s+recipient|"
+    r"this\s+(?:e-?mail|message)\s+originated\s+from\s+outside|do\s+not\s+click\s+links|"
+    r"please\s+consider\s+the\s+environment|denne\s+e-?mail\s+(?:er|kan)|denne\s+meddelelse|"
+    r"hvis\s+du\s+ikke\s+er\s+den\s+(?:rette|korrekte|tiltænkte)\s+modtager|"
+    r"(?:kan\s+indeholde|er)\s+fortrolig|"
+    r"detta\s+e-?(?:post|mail)(?:meddelande)?\s+(?:är|kan)|om\s+du\s+inte\s+är\s+(?:rätt|"
+    r"avsedd)\s+mottagare|konfidentiell\s+information|diese\s+(?:e-?mail|nachricht)\s+(?:enthält|ist|kann)|"
+    r"wenn\s+sie\s+nicht\s+der\s+(?:richtige|beabsichtigte)\s+(?:adressat|empfänger)|"
+    r"vertrauliche\s+informationen)",
+    _I,
+)
+# Every disclaimer pattern contains one of these; most lines contain none, so skip the regex.
+_DISCLAIMER_HINTS = (
+    "mail",
+    "message",
+    "intended",
+    "environment",
+    "click",
+    "meddelelse",
+    "modtager",
+    "fortrolig",
+    "mottagare",
+    "konfidentiell",
+    "e-post",
+    "nachricht",
+    "adressat",
+    "empfänger",
+    "vertraulich",
+    "information",
+)
+_WS = re.compile(r"[ \t\u00a0\u200b]+")
+_BLANKS = re.compile(r"\n{3,}")
+
+
+@dataclass(frozen=True)
+class CleanedEmail:
+    """The person-written text of an e-mail and the subjects of any forwarded messages in it."""
+
+    body: str
+    subjects: tuple[str, ...] = ()
+
+
+def strip_markup(text: str) -> str:
+    """Remove markdown/HTML scaffolding, code blocks, URLs and stack traces; keep lines."""
+    text = text[:MAX_INPUT_CHARS].replace("\r\n", "\n").replace("\r", "\n")
+    text = _HTML_COMMENT.sub("\n", text)
+    text = _CODE_FENCE.sub("\n", text)
+    if "<" in text:
+        text = _HTML_BREAK.sub("\n", text)
+        text = _HTML_TAG.sub(" ", text)
+    if "&" in text:
+        text = html.unescape(text)
+    # Each pass is guarded by a cheap substring test: plain e-mails skip most of them.
+    if "](" in text:
+        text = _MD_IMAGE.sub(" ", text)
+        text = _MD_LINK.sub(r"\1", text)
+    if "://" in text or "www." in text:
+        text = _URL.sub(" ", text)
+    if "`" in text:
+        text = _INLINE_CODE.sub(r"\1", text)
+    if "#" in text:
+        text = _HEADING.sub("", text)
+    if "**" in text or "__" in text:
+        text = _BOLD_LABEL.sub("", text)
+        text = _EMPHASIS.sub(r"\2", text)
+    if "|" in text or "---" in text:
+        text = _TABLE_LINE.sub("", text)
+    if "(" in text or "File" in text or "#" in text:
+        text = _STACK_LINE.sub("", text)
+    text = _LIST_MARKER.sub("", text)
+    return _tidy(text)
+
+
+def strip_boilerplate(text: str) -> str:
+    """Remove e-mail headers, greetings, sign-offs, signatures, disclaimers and quotes."""
+    return parse_email(text, markup=False).body
+
+
+def clean_email_text(text: str) -> str:
+    """The person-written text of a raw e-mail or issue, on one line per paragraph line."""
+    body = parse_email(text).body
+    return " ".join(line for line in body.split("\n") if line)
+
+
+def parse_email(text: str, *, markup: bool = True) -> CleanedEmail:
+    """Strip boilerplate (and, by default, markup); return the body and forwarded subjects."""
+    text = strip_markup(text) if markup else text[:MAX_INPUT_CHARS].replace("\r\n", "\n")
+    lines = text.split("\n")
+    unquoted = [line for line in lines if not _QUOTED.match(line)]
+    if any(line.strip() for line in unquoted):
+        lines = unquoted
+    else:  # a message that is all quote (a forward quoted with ">"): keep it, unmarked
+        lines = [line.lstrip(" \t>") for line in lines]
+    subjects: list[str] = []
+    kept: list[str] = []
+    for message in _split_messages(lines, subjects):
+        kept.extend(_clean_message(message))
+        kept.append("")
+    return CleanedEmail(body=_tidy("\n".join(kept)), subjects=tuple(subjects))
+
+
+def _split_messages(lines: list[str], subjects: list[str]) -> list[list[str]]:
+    """Split a thread at forwarded/quoted header blocks, dropping the blocks themselves."""
+    messages: list[list[str]] = [[]]
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        end = _header_block_end(lines, i)
+        if end > i:
+            for header in lines[i:end]:
+                match = _SUBJECT_LINE.match(header)
+                if match and match.group(1).strip():
+                    subjects.append(match.group(1).strip())
+            messages.append([])
+            i = end
+            continue
+        tail = line.rstrip()[-1:]
+        if (tail in "-_" and _SEPARATOR.match(line)) or (tail == ":" and _WROTE.match(line)):
+            messages.append([])
+        else:
+            messages[-1].append(line)
+        i += 1
+    return messages
+
+
+def _header_block_end(lines: list[str], start: int) -> int:
+    """Index after a header block starting at ``start`` ("From:" + another header), else start."""
+    if not _HEADER_START.match(lines[start]):
+        return start
+    end = start + 1
+    while end < len(lines) and end - start < 12 and _header_or_blank(lines, end):
+        end += 1
+    block = lines[start + 1 : end]
+    distinct = any(_HEADER_DISTINCT.match(line) for line in block)
+    return end if distinct and sum(1 for line in block if _HEADER_LINE.match(line)) >= 1 else start
+
+
+def _header_or_blank(lines: list[str], idx: int) -> bool:
+    """True if the line continues a header block (a header, or a blank before more headers)."""
+    if _HEADER_LINE.match(lines[idx]):
+        return True
+    following = lines[idx + 1] if idx + 1 < len(lines) else ""
+    return not lines[idx].strip() and bool(_HEADER_LINE.match(following))
+
+
+def _clean_message(lines: list[str]) -> list[str]:
+    """Drop greeting, disclaimer paragraphs, and everything from the sign-off on."""
+    out: list[str] = []
+    seen_text = in_disclaimer = False
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            out.append("")
+            in_disclaimer = False
+            continue
+        if _SIGNOFF.match(stripped) or _MOBILE_SIG.match(stripped):
+            break  # the rest of this message is the signature: name, title, phone
+        if in_disclaimer or _is_disclaimer(stripped):
+            in_disclaimer = True  # drop the whole (hard-wrapped) paragraph
+            continue
+        if not seen_text:
+            if _GREETING_LINE.match(stripped):
+                continue
+            stripped = strip_greeting(stripped)
+            if not stripped:
+                continue
+        seen_text = True
+        out.append(stripped)
+    return out
+
+
+def _is_disclaimer(line: str) -> bool:
+    """True if the line opens a confidentiality/external-sender notice (cheap test first)."""
+    lower = line.lower()
+    return any(hint in lower for hint in _DISCLAIMER_HINTS) and bool(_DISCLAIMER.search(lower))
+
+
+def is_greeting(line: str) -> bool:
+    """True if the line is only a greeting ("Hi team,", "Hej Peter", "Hallo zusammen")."""
+    return bool(_GREETING_LINE.match(line.strip()))
+
+
+def strip_greeting(line: str) -> str:
+    """Remove a leading greeting followed by a comma/colon/"!" ("Hi John, the VPN ...")."""
+    if is_greeting(line):
+        return ""
+    return _GREETING_PREFIX.sub("", line, count=1).strip()
+
+
+def _tidy(text: str) -> str:
+    """Collapse runs of spaces and of blank lines; strip each line."""
+    text = _WS.sub(" ", text)
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    return _BLANKS.sub("\n\n", text).strip()
+
+
+# --- sentences ---------------------------------------------------------------------------------
+# Informal e-mail often starts sentences in lower case, so any word may follow the stop.
+_BOUNDARY = re.compile(r"[.!?…]+[\"')\]]*\s+(?=[\"'(\[]?[^\W_])|[.!?…]+\s*$")
+# Dotted abbreviations that do not end a sentence (trailing dot removed, lower case).
+_ABBREVIATIONS = frozenset(
+    re.findall(
+        r"\S+",
+        "e.g i.e etc vs mr mrs ms dr prof nr no inc ltd approx ca z.b bzw d.h u.a usw ggf inkl "
+        "evtl f.eks bl.a dvs m.m mht osv t.ex s.k kl jf el resp",
+    )
+)
+_WORD_BEFORE = re.compile(r"([\w.]+)$")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentences; a line break ends a sentence unless the line was wrapped."""
+    sentences: list[str] = []
+    for paragraph in _unwrap(text).split("\n"):
+        start = 0
+        for match in _BOUNDARY.finditer(paragraph):
+            if match.group().strip() and _is_abbreviation(paragraph, match.start()):
+                continue
+            piece = paragraph[start : match.end()].strip()
+            if piece:
+                sentences.append(piece)
+            start = match.end()
+        tail = paragraph[start:].strip()
+        if tail:
+            sentences.append(tail)
+    return sentences
+
+
+def _unwrap(text: str) -> str:
+    """Join hard-wrapped lines: the next line starts lower-case or the line ends mid-clause."""
+    lines = [line.strip() for line in text.split("\n")]
+    out: list[str] = []
+    for line in lines:
+        prev = out[-1] if out else ""
+        if prev and line and prev[-1] not in ".!?:" and (line[0].islower() or prev[-1] in ",;-(/&"):
+            out[-1] = f"{out[-1]} {line}"
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """True when the punctuation at ``dot`` ends an abbreviation or an ordinal ("3. Mai")."""
+    # A bounded look-behind window: searching from 0 would make long lines quadratic.
+    match = _WORD_BEFORE.search(text, max(0, dot - 12), dot)
+    if not match:
+        return False
+    word = match.group(1).lower().rstrip(".")
+    return word in _ABBREVIATIONS or (word.isdigit() and len(word) <= 2 and text[dot] == ".")
+
+
+# --- subject lines / titles -------------------------------------------------------------------------------------
+_TITLE_PREFIX = re.compile(
+    r"^\s*(?:(?:re|fw|fwd|sv|vs|aw|wg|tr|antw|vb|videresend|vidarebefordra)\s*(?:\[\d+\])?\s*:"
+    r"|\[(?:external|extern|ekstern|ext)\]|\((?:external|extern|ekstern)\))\s*",
+    re.IGNORECASE,
+)
+_TICKET_REF = re.compile(r"\b(?:INC|REQ|RITM|CS|CAS|TASK)\d{5,}\b|\s*\b(?:ticket|case)\s*#\s*\d+")
+# Words that make a title unspecific on their own ("Help", "Problem", "Urgent!").
+_GENERIC_WORDS = frozenset(
+    re.findall(
+        r"\S+",
+        "help hjælp hjälp hilfe issue issues problem problems problemer problemen question "
+        "questions fråga frage spørgsmål request requests anmodning förfrågan anfrage support "
+        "urgent akut dringend brådskande ticket sag ärende error fejl fel fehler bug please "
+        "venligst hi hello hej hallo test none n/a na no subject untitled",
+    )
+)
+_TITLE_WORDS = re.compile(r"[^\W_]+")
+
+
+def clean_title(title: str) -> str:
+    """Strip reply/forward prefixes, external-sender tags and ticket numbers from a title."""
+    previous = None
+    title = " ".join(title.split())
+    while previous != title:
+        previous = title
+        title = _TITLE_PREFIX.sub("", title)
+    return " ".join(_TICKET_REF.sub(" ", title).split()).strip(" -:|")
+
+
+def is_informative_title(title: str) -> bool:
+    """True if a cleaned title says something specific (not "Help", "Problem", "FW:")."""
+    words = [w.lower() for w in _TITLE_WORDS.findall(title)]
+    specific = [w for w in words if w not in _GENERIC_WORDS and not w.isdigit()]
+    return len(specific) >= 2 or (len(specific) == 1 and len(specific[0]) >= 6 and len(words) >= 2)
