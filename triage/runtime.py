@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from triage.jobs import JOBS_QUEUE
 from triage.service import Service
+from triage.settings import Settings
 
-__all__ = ["ServiceProvider", "build_service"]
+if TYPE_CHECKING:
+    from enrichers.summary import Summarizer
+
+__all__ = ["ServiceProvider", "build_service", "build_summarizer"]
 
 
 def build_service(env: Mapping[str, str] | None = None) -> Service:
@@ -31,7 +36,7 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     pipeline = Pipeline(
         connector=build_servicenow_connector(settings),
         mapping=mapping,
-        enrichers=default_enrichers(mapping, model=model),
+        enrichers=default_enrichers(mapping, model=model, summarizer=build_summarizer(settings)),
         dry_run=settings.dry_run,
     )
     connection = settings.queue.connection_setting
@@ -41,6 +46,26 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
         requeue=StorageJobQueue.from_settings(env, connection, JOBS_QUEUE),
         poison=StorageJobQueue.from_settings(env, connection, f"{JOBS_QUEUE}-poison"),
     )
+
+
+def build_summarizer(settings: Settings) -> Summarizer | None:
+    """Azure OpenAI with the extractive summarizer as fallback, when configured; else None."""
+    if settings.azure_openai is None:
+        return None
+    import requests
+
+    from enrichers.azure_openai import AzureOpenAISummarizer
+    from enrichers.summary import ExtractiveSummarizer, FallbackSummarizer
+
+    cfg = settings.azure_openai
+    primary = AzureOpenAISummarizer(
+        str(cfg.endpoint),
+        cfg.deployment,
+        cfg.api_key,
+        session=requests.Session(),
+        api_version=cfg.api_version,
+    )
+    return FallbackSummarizer(primary, ExtractiveSummarizer())
 
 
 class ServiceProvider:

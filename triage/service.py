@@ -91,7 +91,8 @@ class Service:
         try:
             return self.pipeline.enrich_record(job.table, job.record_id)
         except ThrottledError as exc:
-            return self._requeue(job, exc)
+            self._requeue(job, exc)
+            return None
         except NotFoundError:
             log.warning("record %s %s no longer exists; job dropped", job.table, job.record_id)
             return None
@@ -109,7 +110,6 @@ class Service:
         again = job.model_copy(update={"requeues": job.requeues + 1})
         self.requeue.send(again.to_message(), delay_s=delay)
         log.warning("throttled on %s; re-enqueued with a %.0f s delay", job.record_id, delay)
-        return None
 
 
 def _error(status: int, code: str, message: str) -> WebhookReply:

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from triage.errors import ConfigError
 
 __all__ = [
+    "AzureOpenAISettings",
     "HttpSettings",
     "QueueSettings",
     "ServiceNowSettings",
@@ -83,6 +84,15 @@ class QueueSettings(BaseModel):
     max_requeues: int = Field(24, ge=0)
 
 
+class AzureOpenAISettings(BaseModel):
+    """Optional abstractive summaries; off unless an endpoint is set."""
+
+    endpoint: HttpUrl
+    deployment: str = Field(min_length=1)
+    api_key: SecretStr
+    api_version: str = "2024-10-21"
+
+
 class Settings(BaseSettings):
     """All settings; construct directly in tests, from the environment in production."""
 
@@ -94,6 +104,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     webhook: WebhookSettings = WebhookSettings()
     queue: QueueSettings = QueueSettings()
+    azure_openai: AzureOpenAISettings | None = None
     mapping_path: str | None = None
     model_path: str | None = None
     dry_run: bool = False

@@ -13,19 +13,20 @@ import csv
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from triage.errors import ConfigError
 
 if TYPE_CHECKING:
-    from connectors.base import Connector
+    from connectors.base import SourceRecord
     from triage.settings import Settings
 
 __all__ = [
     "DEFAULT_SERVICENOW_QUERY",
     "LabelledData",
+    "RecordSource",
     "add_evaluate_parser",
     "add_train_parser",
     "labelled_from_connector",
@@ -39,6 +40,21 @@ log = logging.getLogger(__name__)
 #: Resolved (6) or closed (7) incidents, oldest first: their labels were reviewed by people.
 DEFAULT_SERVICENOW_QUERY = "stateIN6,7^ORDERBYsys_id"
 DEFAULT_SN_LABELS = ("category", "subcategory", "impact", "urgency")
+
+
+class RecordSource(Protocol):
+    """The part of ``connectors.base.Connector`` that training needs."""
+
+    @property
+    def system(self) -> str:
+        """The platform name, e.g. ``servicenow``."""
+        ...
+
+    def iter_records(
+        self, table: str, query: str, fields: Sequence[str], *, page_size: int | None = None
+    ) -> Iterator[SourceRecord]:
+        """Yield every record matching a platform query, paging in a stable order."""
+        ...
 
 
 class LabelledData:
@@ -58,7 +74,9 @@ def _label_specs(specs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def read_labelled_csv(path: str | Path, text_cols: Sequence[str], labels: dict[str, str]) -> LabelledData:
+def read_labelled_csv(
+    path: str | Path, text_cols: Sequence[str], labels: dict[str, str]
+) -> LabelledData:
     """Read a CSV; ``ConfigError`` names a missing column."""
     source = Path(path)
     csv.field_size_limit(2**31 - 1)  # pasted logs make huge fields
@@ -78,7 +96,7 @@ def read_labelled_csv(path: str | Path, text_cols: Sequence[str], labels: dict[s
 
 
 def labelled_from_connector(
-    connector: Connector, settings: Settings, query: str, fields: Sequence[str]
+    connector: RecordSource, settings: Settings, query: str, fields: Sequence[str]
 ) -> LabelledData:
     """Closed tickets through the connector, labels mapped to canonical values."""
     from triage.mapping import load_mapping
@@ -115,8 +133,13 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label", action="append", default=[], metavar="FIELD=COL", help="a label field"
     )
-    parser.add_argument("--parent", action="append", default=[], metavar="CHILD=PARENT",
-                        help="condition CHILD on PARENT (default: subcategory=category)")
+    parser.add_argument(
+        "--parent",
+        action="append",
+        default=[],
+        metavar="CHILD=PARENT",
+        help="condition CHILD on PARENT (default: subcategory=category)",
+    )
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--min-class", type=int, default=5)
     parser.add_argument("--folds", type=int, default=5)
@@ -179,7 +202,7 @@ def _csv_data(args: argparse.Namespace) -> LabelledData:
     return read_labelled_csv(args.data, text_cols, _label_specs(args.label))
 
 
-def _servicenow_factory() -> tuple[Connector, Settings]:
+def _servicenow_factory() -> tuple[RecordSource, Settings]:
     from connectors.servicenow import build_servicenow_connector
     from triage.settings import load_settings
 
@@ -190,7 +213,7 @@ def _servicenow_factory() -> tuple[Connector, Settings]:
 def run_train(
     args: argparse.Namespace,
     *,
-    connector_factory: Callable[[], tuple[Connector, Settings]] = _servicenow_factory,
+    connector_factory: Callable[[], tuple[RecordSource, Settings]] = _servicenow_factory,
     out: TextIO | None = None,
 ) -> int:
     """Handler of ``train``: fit and write a model directory."""

@@ -94,9 +94,7 @@ def class_report(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, dict
     return out
 
 
-def confusion(
-    y_true: Sequence[str], y_pred: Sequence[str]
-) -> tuple[list[str], list[list[int]]]:
+def confusion(y_true: Sequence[str], y_pred: Sequence[str]) -> tuple[list[str], list[list[int]]]:
     """(labels, matrix) with rows = true label, columns = predicted label."""
     labels = sorted(set(y_true) | set(y_pred))
     pos = {label: i for i, label in enumerate(labels)}
@@ -106,7 +104,9 @@ def confusion(
     return labels, matrix
 
 
-def drop_rare(labels: Sequence[str | None], min_class: int) -> tuple[list[int], int, dict[str, int]]:
+def drop_rare(
+    labels: Sequence[str | None], min_class: int
+) -> tuple[list[int], int, dict[str, int]]:
     """(rows kept, rows dropped, dropped class → count): unlabelled rows are neither."""
     counts = Counter(label for label in labels if label)
     rare = {label: n for label, n in counts.items() if n < min_class}

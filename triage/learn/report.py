@@ -155,7 +155,7 @@ def _field_section(name: str, ev: FieldEvaluation) -> str:
 def _class_table(ev: FieldEvaluation) -> str:
     rows = [
         f'<tr><td class="l">{html.escape(label)}</td><td>{r["precision"]:.3f}</td>'
-        f'<td>{r["recall"]:.3f}</td><td>{r["f1"]:.3f}</td><td>{int(r["support"])}</td></tr>'
+        f"<td>{r['recall']:.3f}</td><td>{r['f1']:.3f}</td><td>{int(r['support'])}</td></tr>"
         for label, r in class_report(ev.y_true, ev.y_pred).items()
     ]
     return (
@@ -203,8 +203,10 @@ def _curve_svg(ev: FieldEvaluation, width: int = 520, height: int = 320) -> str:
     s = ev.summary()
     if s["precision_at_threshold"] is not None:
         cx, cy = xy(s["coverage_at_threshold"], s["precision_at_threshold"]).split(",")
-        marks.append(f'<circle cx="{cx}" cy="{cy}" r="5" fill="#176317"><title>stored '
-                     f"threshold {s['threshold_at_precision_95']}</title></circle>")
+        marks.append(
+            f'<circle cx="{cx}" cy="{cy}" r="5" fill="#176317"><title>stored '
+            f"threshold {s['threshold_at_precision_95']}</title></circle>"
+        )
     axes = (
         f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
         f'stroke="#333"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" '

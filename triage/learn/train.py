@@ -69,9 +69,9 @@ def train_model(
     """Train one model over several label fields; ``ConfigError`` if a field cannot be learned."""
     config = config or TrainConfig()
     parents = dict(parents or {})
-    for child, parent in parents.items():
-        if child not in labels or parent not in labels:
-            raise ConfigError(f"conditioning {child} on {parent}: both must be trained fields")
+    for child, mother in parents.items():
+        if child not in labels or mother not in labels:
+            raise ConfigError(f"conditioning {child} on {mother}: both must be trained fields")
     vectoriser = Vectoriser.fit(texts, config.features)
     rows = vectoriser.transform(texts)
     x = sparse.csr_matrix(
@@ -86,7 +86,7 @@ def train_model(
     fields_meta: dict[str, Any] = {}
     fitted: dict[str, _Fitted] = {}
     for name, column in labels.items():
-        parent = parents.get(name)
+        parent: str | None = parents.get(name)
         parent_fit = fitted.get(parent) if parent else None
         parent_column = labels[parent] if parent else None
         result = _train_field(name, column, x, chars, config, parent_fit, parent_column)

@@ -1,0 +1,66 @@
+import pytest
+
+from connectors.queue import StorageJobQueue
+from connectors.servicenow import ServiceNowConnector
+from enrichers.summary import FallbackSummarizer
+from triage.errors import ConfigError
+from triage.runtime import ServiceProvider, build_service, build_summarizer
+from triage.settings import Settings
+
+ENV = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "ENRICH_SERVICENOW__INSTANCE_URL": "https://dev1.service-now.invalid",
+    "ENRICH_SERVICENOW__AUTH": "basic",
+    "ENRICH_SERVICENOW__USERNAME": "svc",
+    "ENRICH_SERVICENOW__PASSWORD": "pw",
+    "ENRICH_WEBHOOK__SECRET": "s",
+}
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    return dict(ENV)
+
+
+def test_build_service_from_app_settings(env):
+    service = build_service(env)
+    assert isinstance(service.pipeline.connector, ServiceNowConnector)
+    assert isinstance(service.requeue, StorageJobQueue)
+    assert service.requeue.queue_name == "enrich-jobs"
+    assert service.poison.queue_name == "enrich-jobs-poison"
+    assert [e.name for e in service.pipeline.enrichers] == ["keywords", "priority", "summary"]
+
+
+def test_bad_setting_fails_with_config_error_naming_it(env, monkeypatch):
+    monkeypatch.setenv("ENRICH_SERVICENOW__AUTH", "oauth")  # without client id/secret
+    with pytest.raises(ConfigError, match="ENRICH_SERVICENOW"):
+        build_service(env)
+
+
+def test_missing_mapping_file_fails_at_build(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("ENRICH_MAPPING_PATH", str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        build_service(env)
+
+
+def test_summarizer_is_azure_with_fallback_only_when_configured():
+    assert build_summarizer(Settings()) is None
+    cfg = {"endpoint": "https://x.openai.azure.com", "deployment": "gpt", "api_key": "k"}
+    assert isinstance(build_summarizer(Settings(azure_openai=cfg)), FallbackSummarizer)
+
+
+def test_provider_builds_once_and_can_be_overridden():
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return object()
+
+    provider = ServiceProvider(factory)  # type: ignore[arg-type]
+    first = provider.get()
+    assert provider.get() is first
+    assert len(calls) == 1
+    provider.override(None)
+    assert provider.get() is not first
