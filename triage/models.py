@@ -7,9 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CANONICAL_FIELDS",
     "FIELD_NAME_PATTERN",
     "SUMMARY_MAX_CHARS",
-    "CANONICAL_FIELDS",
     "Decision",
     "EnrichmentResult",
     "Suggestion",

@@ -41,7 +41,7 @@ def test_bad_setting_fails_with_config_error_naming_it(env, monkeypatch):
 
 def test_missing_mapping_file_fails_at_build(env, monkeypatch, tmp_path):
     monkeypatch.setenv("ENRICH_MAPPING_PATH", str(tmp_path / "nope.yaml"))
-    with pytest.raises(ConfigError, match="nope.yaml"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
         build_service(env)
 
 
