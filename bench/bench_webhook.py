@@ -25,7 +25,7 @@ from triage.pipeline import Pipeline
 from triage.service import Service
 from triage.settings import Settings, WebhookSettings
 
-SECRET = "bench-secret"
+SECRET = "bench-secret"  # noqa: S105 - a throwaway key for an in-process benchmark
 
 
 class _Out:

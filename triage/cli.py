@@ -119,7 +119,10 @@ def _print_table(rows: list[tuple[Ticket, dict[str, Suggestion], set[str]]], out
     for cells in lines:
         head = "  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True))
         out.write(f"{head}  {cells[-1]}\n")
-    out.write("\n'?' = suggestion below the field's threshold: it would not be written.\n")
+    out.write(
+        "\n'?' = would not be written: below the field's threshold, or not written back"
+        " (priority: ServiceNow computes it from impact and urgency).\n"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
