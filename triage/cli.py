@@ -25,10 +25,15 @@ def read_tickets(path: Path) -> Iterator[Ticket]:
     """Read tickets from CSV or JSONL (by suffix), picking title and description columns."""
     rows = _read_jsonl(path) if path.suffix.lower() in {".jsonl", ".ndjson"} else _read_csv(path)
     for number, row in enumerate(rows, start=1):
+        title = _first(row, _TITLE_COLUMNS)
+        # What the file already holds counts as set (the summary lands in the title field).
+        current: dict[str, str | None] = {f: _first(row, (f,)) or None for f in _TABLE_FIELDS}
+        current["summary"] = title or None
         yield Ticket(
             record_id=str(number),
-            title=_first(row, _TITLE_COLUMNS),
+            title=title,
             description=_first(row, _BODY_COLUMNS),
+            current=current,
         )
 
 
@@ -154,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EnrichmentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
