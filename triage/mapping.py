@@ -199,6 +199,12 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _load_yaml(text: str) -> Any:
+    # libyaml's safe loader when the wheel has it: ~10x faster, which shows in cold start.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(text, Loader=loader)  # noqa: S506 - a *safe* loader either way
+
+
 def load_mapping(path: str | Path | None = None) -> FieldMapping:
     """Load and validate a mapping file (YAML or JSON); the embedded default when ``path`` is None.
 
@@ -211,7 +217,7 @@ def load_mapping(path: str | Path | None = None) -> FieldMapping:
     except OSError as exc:
         raise ConfigError(f"cannot read mapping file {source}: {exc.strerror}") from exc
     try:
-        data = json.loads(text) if source.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if source.suffix == ".json" else _load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         kind = "JSON" if source.suffix == ".json" else "YAML"
         raise ConfigError(f"{source}: not valid {kind}: {exc}") from exc

@@ -25,14 +25,17 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     from connectors.servicenow import build_servicenow_connector
     from enrichers import default_enrichers
     from triage.mapping import load_mapping
-    from triage.model_store import load_model
     from triage.pipeline import Pipeline
     from triage.settings import load_settings
 
     env = os.environ if env is None else env
     settings = load_settings()
     mapping = load_mapping(settings.mapping_path)
-    model = load_model(settings.model_path) if settings.model_path else None
+    model = None
+    if settings.model_path:
+        from triage.model_store import load_model  # numpy: only when a model is configured
+
+        model = load_model(settings.model_path)
     pipeline = Pipeline(
         connector=build_servicenow_connector(settings),
         mapping=mapping,

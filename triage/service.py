@@ -10,9 +10,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from connectors.queue import JobQueue
 from triage.errors import (
     AuthError,
     ConfigError,
@@ -27,6 +26,9 @@ from triage.jobs import EnrichJob
 from triage.models import EnrichmentResult
 from triage.pipeline import Pipeline
 from triage.settings import Settings
+
+if TYPE_CHECKING:
+    from connectors.queue import JobQueue
 
 __all__ = ["Service", "WebhookReply"]
 
