@@ -51,7 +51,9 @@ def _request(sys_id: str) -> func.HttpRequest:
         "X-Triage-Timestamp": str(t),
         "X-Triage-Signature": sign(body, SECRET.encode(), t),
     }
-    return func.HttpRequest(method="POST", url="/api/servicenow/webhook", headers=headers, body=body)
+    return func.HttpRequest(
+        method="POST", url="/api/servicenow/webhook", headers=headers, body=body
+    )
 
 
 def run(calls: int) -> list[float]:

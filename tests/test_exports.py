@@ -8,7 +8,14 @@ import pytest
 
 @pytest.mark.parametrize(
     "module_name",
-    ["connectors", "enrichers", "triage.errors", "triage.models", "triage.mapping", "triage.policy"],
+    [
+        "connectors",
+        "enrichers",
+        "triage.errors",
+        "triage.models",
+        "triage.mapping",
+        "triage.policy",
+    ],
 )
 def test_all_names_exist_and_public_names_are_listed(module_name):
     module = importlib.import_module(module_name)
