@@ -37,5 +37,12 @@ class EnrichJob(BaseModel):
         """Parse a queue message, raising ``InboundError`` naming the problem."""
         try:
             return cls.model_validate(json.loads(text))
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise InboundError(f"malformed job message: {exc}", code="malformed_job") from exc
+        except json.JSONDecodeError as exc:
+            raise InboundError(f"job message is not JSON: {exc.msg}", code="malformed_job") from exc
+        except ValidationError as exc:
+            # Name the keys and problems, never echo the (untrusted) values.
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise InboundError(f"malformed job message: {problems}", code="malformed_job") from exc

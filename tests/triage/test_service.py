@@ -128,3 +128,12 @@ def test_deleted_record_is_dropped():
     svc, _conn = make_service({})
     assert svc.process_job(job()) is None
     assert svc.poison.sent == [] and svc.requeue.sent == []
+
+
+def test_malformed_job_error_names_the_key_without_echoing_values():
+    from triage.errors import InboundError
+
+    bad = job().replace(SYS_ID, "zz-not-an-id-zz")
+    with pytest.raises(InboundError, match="record_id") as info:
+        EnrichJob.from_message(bad)
+    assert "zz-not-an-id-zz" not in str(info.value)
