@@ -137,3 +137,19 @@ def test_malformed_job_error_names_the_key_without_echoing_values():
     with pytest.raises(InboundError, match="record_id") as info:
         EnrichJob.from_message(bad)
     assert "zz-not-an-id-zz" not in str(info.value)
+
+
+def test_random_garbage_never_raises_and_never_answers_5xx():
+    import random
+
+    rng = random.Random(1234)
+    svc, _ = make_service()
+    samples = [b"", b"{}", b"null", b'{"sys_id": null}', b'{"sys_id": ["a"]}', b"\x00" * 10]
+    samples += [rng.randbytes(rng.randint(0, 3000)) for _ in range(300)]
+    samples += [json.dumps({"sys_id": "a" * rng.randint(0, 40), "table": rng.choice(["", "x", 1])}).encode()
+                for _ in range(100)]  # fmt: skip
+    for raw in samples:
+        for headers in (signed(raw), {}, {"X-Triage-Timestamp": "1", "X-Triage-Signature": "v1="}):
+            reply = svc.accept_servicenow_webhook(raw, headers)
+            assert 400 <= reply.status < 500, (raw[:40], reply)
+            assert reply.job is None
