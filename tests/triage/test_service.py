@@ -153,3 +153,15 @@ def test_random_garbage_never_raises_and_never_answers_5xx():
             reply = svc.accept_servicenow_webhook(raw, headers)
             assert 400 <= reply.status < 500, (raw[:40], reply)
             assert reply.job is None
+
+
+def test_random_garbage_jobs_go_to_poison_without_raising():
+    import random
+
+    rng = random.Random(99)
+    svc, _ = make_service(incident())
+    garbage = ["", "{}", "[]", '{"version": 2}', job().replace("incident", "INCIDENT")]
+    garbage += [rng.randbytes(rng.randint(1, 200)).decode("utf-8", "replace") for _ in range(50)]
+    for text in garbage:
+        assert svc.process_job(text) is None
+    assert svc.poison.messages == garbage
