@@ -56,8 +56,12 @@ def _text(row: dict[str, str]) -> str:
     return f"{row['title']}\n{row['body']}".strip()
 
 
-def baseline(texts: list[str], labels: list[str], seed: int = 0) -> dict[str, Any]:
-    """Plain TfidfVectorizer + LogisticRegression (defaults) on the same split as ours."""
+def baseline(texts: list[str], labels: list[str], seed: int = 0, c: float = 1.0) -> dict[str, Any]:
+    """Plain TfidfVectorizer + LogisticRegression (defaults but ``C``) on the same split as ours.
+
+    Coverage uses the top class probability as confidence; the same ``coverage_at_precision``
+    and ``macro_f1`` as ours score it.
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
@@ -66,7 +70,7 @@ def baseline(texts: list[str], labels: list[str], seed: int = 0) -> dict[str, An
     train, test = [kept[i] for i in tr], [kept[i] for i in te]
     vec = TfidfVectorizer()
     x_train = vec.fit_transform([texts[i] for i in train])
-    model = LogisticRegression(max_iter=1000).fit(x_train, [labels[i] for i in train])
+    model = LogisticRegression(C=c, max_iter=1000).fit(x_train, [labels[i] for i in train])
     proba = model.predict_proba(vec.transform([texts[i] for i in test]))
     pred = model.classes_[proba.argmax(axis=1)]
     truth = np.array([labels[i] for i in test])
@@ -90,6 +94,8 @@ def endava(data: Path) -> dict[str, Any]:
     for name, ev in results.items():
         out[name] = ev.summary()
     out["category"]["baseline_tfidf_logreg"] = baseline(texts, labels["category"])
+    # C=10 reproduces the issue's quoted baseline (coverage@95 0.69, macro-F1 0.50).
+    out["category"]["baseline_tfidf_logreg_c10"] = baseline(texts, labels["category"], c=10.0)
     type0 = [r for r in rows if r["ticket_type"] == "0"]
     real = {f: [r[f] for r in type0] for f in ("urgency", "impact")}
     for name, ev in evaluate_fields([_text(r) for r in type0], real).items():

@@ -4,10 +4,11 @@ Serving never imports scikit-learn, scipy or pandas: a model directory holds ``m
 (metadata, thresholds, featuriser config, SHA-256 of the arrays) and ``arrays.npz`` (loaded
 with ``allow_pickle=False``). See docs/model-format.md.
 
-Per field the model keeps a linear scorer (one weight column per label) and a confidence
-calibrator fitted on out-of-fold predictions: ``P(correct) = sigmoid(a·top + b·margin +
-c·log(1+chars) + d[label] + e)``. The stored threshold was chosen on those held-out
-predictions so that what clears it is right at the target precision; below it we abstain.
+Per field the model keeps a linear scorer (one weight column per label; training may fold
+several linear members into it) and a confidence calibrator fitted on out-of-fold predictions:
+``P(correct) = sigmoid(a·top + b·margin + c·log(1+chars) + d[label] + e)``. The stored
+threshold was chosen on held-out predictions so that the precision of what clears it reaches
+the target at a Wilson lower bound; below it we abstain.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = [
     "pick_threshold",
     "precision_coverage_curve",
     "score_field",
+    "wilson_lower_bound",
 ]
 
 
@@ -46,14 +47,36 @@ def precision_coverage_curve(
     return conf[k], (k + 1) / conf.size, cum[k] / (k + 1)
 
 
+def wilson_lower_bound(
+    precision: npt.NDArray[Any] | float, n: npt.NDArray[Any] | float, z: float
+) -> npt.NDArray[np.float64]:
+    """Wilson score lower bound of a proportion observed as ``precision`` over ``n`` trials."""
+    p = np.asarray(precision, dtype=np.float64)
+    count = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
+    centre = p + z * z / (2 * count)
+    spread = z * np.sqrt(p * (1 - p) / count + z * z / (4 * count * count))
+    return np.asarray((centre - spread) / (1 + z * z / count), dtype=np.float64)
+
+
 def pick_threshold(
     confidence: Sequence[float] | npt.NDArray[Any],
     correct: Sequence[bool] | npt.NDArray[Any],
     target: float,
+    *,
+    z: float = 0.0,
+    min_covered: int = 1,
 ) -> float | None:
-    """The lowest threshold whose filled set is at least ``target`` precise (None: never fill)."""
-    thresholds, _, precision = precision_coverage_curve(confidence, correct)
-    ok = np.nonzero(precision >= target)[0]
+    """The lowest threshold whose filled set is at least ``target`` precise (None: never fill).
+
+    With ``z > 0`` the filled set's precision must reach ``target`` at its Wilson lower bound,
+    not just as observed: picking the largest cut where a noisy curve touches the target
+    otherwise claims more precision than new tickets get. At least ``min_covered`` rows must
+    clear the threshold.
+    """
+    thresholds, coverage, precision = precision_coverage_curve(confidence, correct)
+    covered = np.rint(coverage * len(np.asarray(confidence)))
+    bound = wilson_lower_bound(precision, covered, z) if z > 0 else precision
+    ok = np.nonzero((bound >= target) & (covered >= min_covered))[0]
     return float(thresholds[ok[-1]]) if ok.size else None
 
 

@@ -1,12 +1,14 @@
-"""Training: TF-IDF features → linear SVM per field → calibrator and threshold on held-out folds.
+"""Training: TF-IDF features → linear ensemble per field → calibrator and threshold on held-out folds.
 
 The only module that imports scikit-learn (and scipy). Its output is a plain
 ``enrichers.learned.TextModel`` built from numpy arrays, so what we evaluate in memory is
 exactly what serving loads from disk.
 
 Per field: rows without a label are skipped, classes with fewer than ``min_class`` rows are
-dropped (and counted). K-fold out-of-fold scores train the confidence calibrator and pick the
-threshold that keeps held-out precision at the target; the final scorer is refit on all rows.
+dropped (and counted). K-fold out-of-fold scores train the confidence calibrator; the threshold
+is picked on calibrated confidences that were held out from both the scorer and the calibrator,
+as the lowest cut whose precision's Wilson lower bound still reaches the target. The final
+scorer is refit on all rows. The members of the ensemble are in ``triage.learn.members``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, train_test_split
-from sklearn.svm import LinearSVC
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from enrichers.features import FeatureConfig, Vectoriser
 from enrichers.learned import FORMAT_NAME, FORMAT_VERSION, TextModel, confidence_inputs
 from triage.errors import ConfigError
 from triage.learn.evaluate import coverage_at_precision, drop_rare, macro_f1, pick_threshold
+from triage.learn.members import MEMBERS, LinearScorer, fit_member
 
 __all__ = ["TrainConfig", "split_rows", "train_model"]
 
@@ -43,10 +45,16 @@ class TrainConfig:
     target_precision: float = 0.95
     min_class: int = 5
     folds: int = 5
-    c: float = 0.3
-    balanced: bool = True
+    c: float = 0.3  # SVM and NB-SVM regularisation
+    logreg_c: float = 10.0
+    members: tuple[str, ...] = MEMBERS
     seed: int = 0
     max_field_features: int = 40_000
+    # One-sided z of the Wilson lower bound on held-out precision at the threshold (1.645:
+    # 95 % confident the precision reaches the target), and the fewest held-out tickets that
+    # must clear the threshold before it is believed at all.
+    precision_z: float = 1.645
+    min_covered: int = 20
     features: FeatureConfig = field(default_factory=FeatureConfig)
 
 
@@ -101,12 +109,18 @@ def train_model(
         "source": source,
         "target_precision": config.target_precision,
         "classifier": {
-            "kind": "linear_svm_ovr",
+            "kind": "linear_ensemble",
+            "members": list(config.members),
             "c": config.c,
-            "class_weight": "balanced" if config.balanced else None,
+            "logreg_c": config.logreg_c,
+            "class_weight": "balanced",
             "folds": config.folds,
             "min_class": config.min_class,
             "seed": config.seed,
+            "threshold_rule": {
+                "wilson_z": config.precision_z,
+                "min_covered": config.min_covered,
+            },
         },
         "featuriser": config.features.to_json(),
         "n_features": rows.n_features,
@@ -135,14 +149,20 @@ def _train_field(
         )
     xf = x[kept]
     allowed, row_mask = _parent_masks(labels, y, kept, parent, parent_column)
-    oof = _out_of_fold(xf, y, labels, config)
+    oof, scale = _out_of_fold(xf, y, labels, config)
     top, feats = confidence_inputs(oof, row_mask, chars[kept])
     predicted = np.array(labels)[top]
     correct = predicted == y
     calib = _fit_calibrator(feats, top, correct, len(labels))
-    conf = 1.0 / (1.0 + np.exp(-(feats @ calib[:3] + calib[3] + calib[4:][top])))
-    threshold = pick_threshold(conf, correct, config.target_precision)
-    coef, intercept = _fit_scorer(xf, y, labels, config)
+    conf = _cross_fitted_confidence(feats, top, correct, len(labels), config.seed)
+    threshold = pick_threshold(
+        conf,
+        correct,
+        config.target_precision,
+        z=config.precision_z,
+        min_covered=config.min_covered,
+    )
+    coef, intercept = _fit_scorer(xf, y, labels, config, scale)
     keep_rows = _prune(coef, config.max_field_features)
     arrays: dict[str, npt.NDArray[Any]] = {
         f"{name}.rows": keep_rows.astype(np.int32),
@@ -205,44 +225,50 @@ def _n_folds(y: npt.NDArray[np.str_], config: TrainConfig) -> int:
     return max(2, min(config.folds, min(Counter(y.tolist()).values())))
 
 
-def _classifier(config: TrainConfig) -> LinearSVC:
-    return LinearSVC(
-        C=config.c,
-        class_weight="balanced" if config.balanced else None,
-        random_state=config.seed,
-    )
-
-
-def _scores(model: LinearSVC, x: Matrix) -> npt.NDArray[np.float64]:
-    scores = np.asarray(model.decision_function(x), dtype=np.float64)
-    return np.column_stack([-scores, scores]) if scores.ndim == 1 else scores
+def _member(
+    kind: str, x: Matrix, y: npt.NDArray[np.str_], labels: list[str], config: TrainConfig
+) -> LinearScorer:
+    c = config.logreg_c if kind == "logreg" else config.c
+    return fit_member(kind, x, y, labels, c, config.seed)
 
 
 def _out_of_fold(
     x: Matrix, y: npt.NDArray[np.str_], labels: list[str], config: TrainConfig
-) -> npt.NDArray[np.float64]:
-    oof = np.zeros((x.shape[0], len(labels)))
+) -> tuple[npt.NDArray[np.float64], list[tuple[float, float]]]:
+    """Ensemble scores of every row from models that never saw it, and each member's scale.
+
+    A member's (mean, std) over its out-of-fold scores standardises it before averaging;
+    labels missing from a fold (score −1e3) are left out of those statistics.
+    """
+    per_member = [np.zeros((x.shape[0], len(labels))) for _ in config.members]
     folds = StratifiedKFold(_n_folds(y, config), shuffle=True, random_state=config.seed)
     for train_idx, test_idx in folds.split(np.zeros(len(y)), y):
-        model = _classifier(config).fit(x[train_idx], y[train_idx])
-        cols = [labels.index(str(c)) for c in model.classes_]
-        block = np.full((len(test_idx), len(labels)), -1e3)  # a label absent from this fold
-        block[:, cols] = _scores(model, x[test_idx])
-        oof[test_idx] = block
-    return oof
+        for m, kind in enumerate(config.members):
+            model = _member(kind, x[train_idx], y[train_idx], labels, config)
+            per_member[m][test_idx] = model.scores(x[test_idx])
+    scale = []
+    for scores in per_member:
+        real = scores[scores > -1e2]
+        scale.append((float(real.mean()), float(real.std()) or 1.0))
+    oof = sum(((s - mu) / sd for s, (mu, sd) in zip(per_member, scale, strict=True)), np.zeros(1))
+    return oof / len(per_member), scale
 
 
 def _fit_scorer(
-    x: Matrix, y: npt.NDArray[np.str_], labels: list[str], config: TrainConfig
+    x: Matrix,
+    y: npt.NDArray[np.str_],
+    labels: list[str],
+    config: TrainConfig,
+    scale: list[tuple[float, float]],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    model = _classifier(config).fit(x, y)
-    assert [str(c) for c in model.classes_] == labels  # sorted, as the metadata lists them
-    coef = np.asarray(model.coef_, dtype=np.float64).T
-    intercept = np.asarray(model.intercept_, dtype=np.float64)
-    if len(labels) == 2:
-        coef = np.column_stack([-coef[:, 0], coef[:, 0]])
-        intercept = np.array([-intercept[0], intercept[0]])
-    return coef, intercept
+    """Refit every member on all rows and fold their standardised average into one matrix."""
+    coef = np.zeros((x.shape[1], len(labels)))
+    intercept = np.zeros(len(labels))
+    for kind, (mu, sd) in zip(config.members, scale, strict=True):
+        model = _member(kind, x, y, labels, config)
+        coef += model.coef / sd
+        intercept += (model.intercept - mu) / sd
+    return coef / len(config.members), intercept / len(config.members)
 
 
 def _prune(coef: npt.NDArray[np.float64], limit: int) -> npt.NDArray[np.int64]:
@@ -270,6 +296,26 @@ def _fit_calibrator(
     calib[3] = model.intercept_[0]
     calib[4:] = coef[3:]
     return calib
+
+
+def _cross_fitted_confidence(
+    feats: npt.NDArray[np.float64],
+    top: npt.NDArray[np.int64],
+    correct: npt.NDArray[Any],
+    k: int,
+    seed: int,
+) -> npt.NDArray[np.float64]:
+    """Calibrated confidence of each out-of-fold row from a calibrator fitted without it.
+
+    The calibrator has a parameter per label; scoring the rows it was fitted on would flatter
+    rare labels, and the threshold would be picked on that flattery.
+    """
+    conf = np.zeros(len(top))
+    for fit_idx, held_idx in KFold(5, shuffle=True, random_state=seed).split(top):
+        calib = _fit_calibrator(feats[fit_idx], top[fit_idx], correct[fit_idx], k)
+        z = feats[held_idx] @ calib[:3] + calib[3] + calib[4:][top[held_idx]]
+        conf[held_idx] = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+    return conf
 
 
 def split_rows(labels: Sequence[str], test_size: float, seed: int) -> tuple[list[int], list[int]]:
