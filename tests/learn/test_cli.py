@@ -83,7 +83,9 @@ def test_evaluate_json_prints_exactly_one_object(data_csv: Path, tmp_path: Path)
     assert 0.8 <= category["accuracy"] <= 1.0
     assert category["threshold_at_precision_95"] is not None
     assert 0.0 < category["coverage_at_precision_95"] <= 1.0
-    _check_report(report.read_text(encoding="utf-8"))
+    text = report.read_text(encoding="utf-8")
+    _check_report(text)
+    assert "precision 0.95</text>" in text  # the target line on the precision–coverage plot
 
 
 def _check_report(text: str) -> None:

@@ -265,7 +265,12 @@ def run_evaluate(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     )
     stream = out or sys.stdout
     if args.html:
-        write_html(results, Path(args.html), title=f"Model evaluation: {data.source}")
+        write_html(
+            results,
+            Path(args.html),
+            title=f"Model evaluation: {data.source}",
+            target=args.target_precision,
+        )
     if args.json:
         payload = {"fields": {name: ev.summary() for name, ev in results.items()}}
         stream.write(json.dumps(payload) + "\n")

@@ -71,9 +71,11 @@ def evaluate_fields(
     return results
 
 
-def write_html(results: Mapping[str, FieldEvaluation], path: Path, *, title: str) -> None:
-    """Write the report to ``path``."""
-    path.write_text(render_html(results, title=title), encoding="utf-8")
+def write_html(
+    results: Mapping[str, FieldEvaluation], path: Path, *, title: str, target: float = 0.95
+) -> None:
+    """Write the report to ``path``; ``target`` is the precision the thresholds aim for."""
+    path.write_text(render_html(results, title=title, target=target), encoding="utf-8")
 
 
 _STYLE = """
@@ -84,7 +86,7 @@ section{border-top:2px solid #ddd;margin-top:2rem}
 """
 
 
-def render_html(results: Mapping[str, FieldEvaluation], *, title: str) -> str:
+def render_html(results: Mapping[str, FieldEvaluation], *, title: str, target: float = 0.95) -> str:
     """The whole report as one HTML document (no external resources)."""
     parts = [
         "<!DOCTYPE html>",
@@ -98,7 +100,7 @@ def render_html(results: Mapping[str, FieldEvaluation], *, title: str) -> str:
         _summary_table(results),
     ]
     for name, ev in results.items():
-        parts.append(_field_section(name, ev))
+        parts.append(_field_section(name, ev, target))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -135,18 +137,18 @@ def _summary_table(results: Mapping[str, FieldEvaluation]) -> str:
     )
 
 
-def _field_section(name: str, ev: FieldEvaluation) -> str:
+def _field_section(name: str, ev: FieldEvaluation, target: float) -> str:
     s = ev.summary()
     precision = s["precision_at_threshold"]
     verdict = (
         '<p class="ok">At the stored threshold the held-out precision met the target.</p>'
-        if precision is not None and precision >= 0.95
-        else '<p class="bad">At the stored threshold the held-out precision is below 0.95 '
-        "(or nothing was filled): review before switching auto-fill on.</p>"
+        if precision is not None and precision >= target
+        else '<p class="bad">At the stored threshold the held-out precision is below '
+        f"{target:.2f} (or nothing was filled): review before switching auto-fill on.</p>"
     )
     return (
         f'<section id="field-{html.escape(name)}"><h2>{html.escape(name)}</h2>{verdict}'
-        f"<h3>Precision–coverage curve</h3>{_curve_svg(ev)}"
+        f"<h3>Precision–coverage curve</h3>{_curve_svg(ev, target)}"
         f"<h3>Per-class precision and recall</h3>{_class_table(ev)}"
         f"<h3>Confusion matrix</h3>{_confusion_table(ev)}</section>"
     )
@@ -181,7 +183,7 @@ def _confusion_table(ev: FieldEvaluation) -> str:
     )
 
 
-def _curve_svg(ev: FieldEvaluation, width: int = 520, height: int = 320) -> str:
+def _curve_svg(ev: FieldEvaluation, target: float, width: int = 520, height: int = 320) -> str:
     correct = np.array(ev.y_true) == np.array(ev.y_pred)
     _, coverage, precision = precision_coverage_curve(ev.confidence, correct)
     pad = 45
@@ -193,12 +195,12 @@ def _curve_svg(ev: FieldEvaluation, width: int = 520, height: int = 320) -> str:
         return f"{x:.1f},{y:.1f}"
 
     points = " ".join(xy(c, p) for c, p in zip(coverage, precision, strict=True))
-    target_y = xy(0, 0.95).split(",")[1]
+    target_y = xy(0, target).split(",")[1]
     marks = [
         f'<line x1="{pad}" y1="{target_y}" x2="{width - pad}" y2="{target_y}" '
         'stroke="#a11" stroke-dasharray="4 3"/>',
         f'<text x="{width - pad}" y="{float(target_y) - 4}" text-anchor="end" font-size="11" '
-        'fill="#a11">precision 0.95</text>',
+        f'fill="#a11">precision {target:.2f}</text>',
     ]
     s = ev.summary()
     if s["precision_at_threshold"] is not None:
