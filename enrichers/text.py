@@ -20,6 +20,7 @@ Public API:
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from dataclasses import dataclass
@@ -213,8 +214,13 @@ def clean_email_text(text: str) -> str:
     return " ".join(line for line in body.split("\n") if line)
 
 
+@functools.lru_cache(maxsize=256)
 def parse_email(text: str, *, markup: bool = True) -> CleanedEmail:
-    """Strip boilerplate (and, by default, markup); return the body and forwarded subjects."""
+    """Strip boilerplate (and, by default, markup); return the body and forwarded subjects.
+
+    Cached: the keyword and summary enrichers both parse the same description of a ticket, and
+    the result is immutable.
+    """
     text = strip_markup(text) if markup else text[:MAX_INPUT_CHARS].replace("\r\n", "\n")
     lines = text.split("\n")
     unquoted = [line for line in lines if not _QUOTED.match(line)]
