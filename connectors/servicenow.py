@@ -26,6 +26,7 @@ from connectors._auth import BearerAuth, ServiceNowOAuth
 from connectors._http import HttpClient, request_id_of
 from connectors.base import SourceRecord, System
 from triage.errors import ConfigError, RejectedError, UnavailableError
+from triage.models import SYS_ID_PATTERN, TABLE_PATTERN
 from triage.settings import HttpSettings, ServiceNowSettings, Settings
 
 __all__ = ["ServiceNowConnector", "build_servicenow_connector"]
@@ -33,8 +34,8 @@ __all__ = ["ServiceNowConnector", "build_servicenow_connector"]
 log = logging.getLogger(__name__)
 
 SYSTEM: System = "servicenow"
-TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,79}$")
-SYS_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+TABLE_RE = re.compile(TABLE_PATTERN)
+SYS_ID_RE = re.compile(SYS_ID_PATTERN)
 # Column names, optionally dot-walked (caller_id.user_name); nothing that could end an encoded
 # query term (^, =, comma).
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*$")

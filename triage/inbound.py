@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from triage.errors import InboundError, SignatureError
+from triage.models import SYS_ID_PATTERN, TABLE_PATTERN
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -43,8 +44,8 @@ class WebhookEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
-    sys_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    table: str = Field("incident", pattern=r"^[a-z][a-z0-9_]{0,79}$")
+    sys_id: str = Field(pattern=SYS_ID_PATTERN)
+    table: str = Field("incident", pattern=TABLE_PATTERN)
     number: str | None = Field(None, max_length=40)
     sys_updated_by: str | None = Field(None, max_length=100)
     sys_mod_count: int | None = Field(None, ge=0)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from triage.errors import InboundError
+from triage.models import SYS_ID_PATTERN, TABLE_PATTERN
 
 __all__ = ["JOBS_QUEUE", "EnrichJob"]
 
@@ -22,8 +23,8 @@ class EnrichJob(BaseModel):
 
     version: Literal[1] = 1
     system: Literal["servicenow", "dataverse"] = "servicenow"
-    table: str = Field(pattern=r"^[a-z][a-z0-9_]{0,79}$")
-    record_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    table: str = Field(pattern=TABLE_PATTERN)
+    record_id: str = Field(pattern=SYS_ID_PATTERN)
     received_at: float = Field(ge=0)
     requeues: int = Field(0, ge=0)
     source: Literal["webhook", "backfill", "cli"] = "webhook"

@@ -10,6 +10,8 @@ __all__ = [
     "CANONICAL_FIELDS",
     "FIELD_NAME_PATTERN",
     "SUMMARY_MAX_CHARS",
+    "SYS_ID_PATTERN",
+    "TABLE_PATTERN",
     "Decision",
     "EnrichmentResult",
     "Suggestion",
@@ -27,6 +29,9 @@ CANONICAL_FIELDS: tuple[str, ...] = (
     "summary",
 )
 FIELD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+#: ServiceNow sys_id (32 lowercase hex) and table names, shared by every boundary that checks them.
+SYS_ID_PATTERN = r"^[0-9a-f]{32}$"
+TABLE_PATTERN = r"^[a-z][a-z0-9_]{0,79}$"
 SUMMARY_MAX_CHARS = 160
 
 
