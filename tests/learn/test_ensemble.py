@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import sparse
@@ -89,6 +94,7 @@ def test_ensemble_model_records_its_members_and_holds_precision_on_new_tickets()
     classifier = model.metadata["classifier"]
     assert classifier["members"] == ["svm", "nbsvm", "logreg"]
     assert classifier["threshold_rule"] == {"wilson_z": 1.645, "min_covered": 20}
+    assert classifier["scorer"] == "fold_average"
     held = model.metadata["fields"]["subcategory"]["heldout"]
     assert held["precision_at_threshold"] >= 0.95
     fresh = make_tickets(2000, seed=25)
@@ -110,3 +116,27 @@ def test_a_single_member_ensemble_still_trains() -> None:
     model = train_model(texts_of(rows), {"category": [r["category"] for r in rows]}, config=config)
     preds = model.predict(texts_of(rows[:50]))["category"]
     assert np.mean([p.label == r["category"] for p, r in zip(preds, rows[:50], strict=True)]) > 0.8
+
+
+def test_parallel_folds_build_exactly_the_same_model(tmp_path: Path) -> None:
+    rows = make_tickets(300, seed=27)
+    labels = {"category": [r["category"] for r in rows]}
+
+    def saved(jobs: int) -> tuple[dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
+        model = train_model(
+            texts_of(rows),
+            labels,
+            config=TrainConfig(jobs=jobs),
+            now=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+        )
+        out = model.save(tmp_path / f"jobs{jobs}")
+        meta = json.loads((out / "model.json").read_text(encoding="utf-8"))
+        meta.pop("arrays")  # the npz's hash: zip entries carry the time they were written
+        with np.load(out / "arrays.npz", allow_pickle=False) as npz:
+            return meta, {name: npz[name] for name in npz.files}
+
+    (serial_meta, serial), (parallel_meta, parallel) = saved(1), saved(2)
+    assert serial_meta == parallel_meta
+    assert serial.keys() == parallel.keys()
+    for name, array in serial.items():
+        np.testing.assert_array_equal(array, parallel[name], err_msg=name)

@@ -144,6 +144,12 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-class", type=int, default=5)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--c", type=float, default=0.3, help="SVM regularisation")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=-1,
+        help="processes fitting folds in parallel (default -1: one per core; same model either way)",
+    )
 
 
 def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -190,6 +196,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         min_class=args.min_class,
         folds=args.folds,
         c=args.c,
+        jobs=args.jobs,
     )
 
 
