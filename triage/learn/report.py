@@ -82,6 +82,7 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1100px}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;
 text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.ok{color:#176317}.bad{color:#a11}
+.warn{color:#8a5a00}
 section{border-top:2px solid #ddd;margin-top:2rem}
 """
 
@@ -139,18 +140,39 @@ def _summary_table(results: Mapping[str, FieldEvaluation]) -> str:
 
 def _field_section(name: str, ev: FieldEvaluation, target: float) -> str:
     s = ev.summary()
-    precision = s["precision_at_threshold"]
-    verdict = (
-        '<p class="ok">At the stored threshold the held-out precision met the target.</p>'
-        if precision is not None and precision >= target
-        else '<p class="bad">At the stored threshold the held-out precision is below '
-        f"{target:.2f} (or nothing was filled): review before switching auto-fill on.</p>"
-    )
+    verdict = _verdict(s, target)
     return (
         f'<section id="field-{html.escape(name)}"><h2>{html.escape(name)}</h2>{verdict}'
         f"<h3>Precision–coverage curve</h3>{_curve_svg(ev, target)}"
         f"<h3>Per-class precision and recall</h3>{_class_table(ev)}"
         f"<h3>Confusion matrix</h3>{_confusion_table(ev)}</section>"
+    )
+
+
+def _verdict(s: dict[str, Any], target: float) -> str:
+    """Whether the stored threshold kept its promise on the test tickets, with the uncertainty."""
+    precision = s["precision_at_threshold"]
+    if precision is None:
+        return (
+            f'<p class="bad">No test ticket cleared the stored threshold: at {target:.2f} '
+            "precision this field is never filled.</p>"
+        )
+    low, high = s["precision_at_threshold_interval_95"]
+    seen = (
+        f"{precision:.3f} precision on {s['filled_at_threshold']} filled test tickets "
+        f"(95 % interval {low:.3f}–{high:.3f}), {s['coverage_at_threshold']:.1%} coverage"
+    )
+    if precision >= target:
+        return f'<p class="ok">At the stored threshold: {seen}. The target {target:.2f} is met.</p>'
+    if high >= target:
+        return (
+            f'<p class="warn">At the stored threshold: {seen}. Below {target:.2f} as observed, '
+            "but within what this many test tickets can tell apart: a larger test set, or "
+            "shadow mode, settles it.</p>"
+        )
+    return (
+        f'<p class="bad">At the stored threshold: {seen}. Clearly below {target:.2f}: review '
+        "before switching auto-fill on.</p>"
     )
 
 
