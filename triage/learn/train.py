@@ -271,7 +271,9 @@ def _out_of_fold(
         for kind in config.members
     )
     # Results come back in task order, so the sums (and the model) do not depend on ``jobs``.
-    results = Parallel(n_jobs=config.jobs, return_as="generator")(tasks)
+    # No memmapping (max_nbytes=None): liblinear writes to its input, and joblib's memmaps of
+    # large arrays are read-only in the workers.
+    results = Parallel(n_jobs=config.jobs, return_as="generator", max_nbytes=None)(tasks)
     for task, (scores, model) in enumerate(results):
         fold, m = divmod(task, n_members)
         per_member[m][splits[fold][1]] = scores
