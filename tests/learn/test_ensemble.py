@@ -140,3 +140,13 @@ def test_parallel_folds_build_exactly_the_same_model(tmp_path: Path) -> None:
     assert serial.keys() == parallel.keys()
     for name, array in serial.items():
         np.testing.assert_array_equal(array, parallel[name], err_msg=name)
+
+
+def test_parallel_folds_work_on_inputs_large_enough_to_be_shared() -> None:
+    # joblib hands arrays over 1 MB to workers as read-only memmaps; NB-SVM's feature scaling
+    # must still work on them (it once failed with "WRITEBACKIFCOPY base is read-only").
+    rows = make_tickets(2500, seed=28)
+    config = TrainConfig(jobs=2, members=("nbsvm",))
+    model = train_model(texts_of(rows), {"category": [r["category"] for r in rows]}, config=config)
+    preds = model.predict(texts_of(rows[:100]))["category"]
+    assert np.mean([p.label == r["category"] for p, r in zip(preds, rows[:100], strict=True)]) > 0.8
