@@ -271,8 +271,8 @@ def _out_of_fold(
         for kind in config.members
     )
     # Results come back in task order, so the sums (and the model) do not depend on ``jobs``.
-    # No memmapping (max_nbytes=None): liblinear writes to its input, and joblib's memmaps of
-    # large arrays are read-only in the workers.
+    # No memmapping (max_nbytes=None): joblib shares arrays over 1 MB as read-only memmaps,
+    # and scipy/liblinear write to their inputs in NB-SVM's feature scaling.
     results = Parallel(n_jobs=config.jobs, return_as="generator", max_nbytes=None)(tasks)
     for task, (scores, model) in enumerate(results):
         fold, m = divmod(task, n_members)
