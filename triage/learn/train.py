@@ -1,6 +1,6 @@
 """Training: TF-IDF features → linear ensemble per field → calibrator and threshold on held-out folds.
 
-The only module that imports scikit-learn (and scipy, joblib). Its output is a plain
+The only module that imports scikit-learn (and scipy, joblib, threadpoolctl). Its output is a plain
 ``enrichers.learned.TextModel`` built from numpy arrays, so what we evaluate in memory is
 exactly what serving loads from disk.
 
@@ -26,6 +26,7 @@ from joblib import Parallel, delayed
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from threadpoolctl import threadpool_limits
 
 from enrichers.features import FeatureConfig, Vectoriser
 from enrichers.learned import FORMAT_NAME, FORMAT_VERSION, TextModel, confidence_inputs
@@ -242,9 +243,14 @@ def _fit_task(
     labels: list[str],
     config: TrainConfig,
 ) -> tuple[npt.NDArray[np.float64], LinearScorer]:
-    """One member on one fold: its scores of the held-out rows, and the model."""
-    model = _member(kind, x_train, y_train, labels, config)
-    return model.scores(x_test), model
+    """One member on one fold: its scores of the held-out rows, and the model.
+
+    BLAS runs single-threaded here, in this process or a worker alike: a different thread count
+    changes float summation order, which moves the optimisers' paths and the model with ``jobs``.
+    """
+    with threadpool_limits(limits=1):
+        model = _member(kind, x_train, y_train, labels, config)
+        return model.scores(x_test), model
 
 
 def _out_of_fold(
