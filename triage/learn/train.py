@@ -1,14 +1,15 @@
 """Training: TF-IDF features → linear ensemble per field → calibrator and threshold on held-out folds.
 
-The only module that imports scikit-learn (and scipy, joblib, threadpoolctl). Its output is a plain
-``enrichers.learned.TextModel`` built from numpy arrays, so what we evaluate in memory is
+The only module that imports scikit-learn (and scipy, joblib, threadpoolctl). Its output is a
+plain ``enrichers.learned.TextModel`` built from numpy arrays, so what we evaluate in memory is
 exactly what serving loads from disk.
 
 Per field: rows without a label are skipped, classes with fewer than ``min_class`` rows are
 dropped (and counted). K-fold out-of-fold scores train the confidence calibrator; the threshold
 is picked on calibrated confidences that were held out from both the scorer and the calibrator,
 as the lowest cut whose precision's Wilson lower bound still reaches the target. The served
-scorer is the average of the fold models (see ``_out_of_fold``). The members of the ensemble are in ``triage.learn.members``.
+scorer is the average of the fold models (see ``_out_of_fold``). The members of the ensemble
+are in ``triage.learn.members``.
 """
 
 from __future__ import annotations
@@ -294,8 +295,9 @@ def _out_of_fold(
         mu, sd = float(real.mean()), float(real.std()) or 1.0
         oof += (per_member[m] - mu) / sd
         coef += coef_sum[m] / n_folds / sd
-        # Every label is in every training fold (folds ≤ the rarest label's rows), so no
-        # fold model's −1e3 "absent" bias reaches this average.
+        # Folds ≤ the rarest label's rows, so with min_class ≥ 2 every label is in every
+        # training fold. A single-row label (min_class 1) misses one fold: its −1e3 "absent"
+        # bias keeps the average far below the rest, and it is never predicted.
         intercept += (intercept_sum[m] / n_folds - mu) / sd
     return oof / n_members, coef / n_members, intercept / n_members
 
