@@ -48,6 +48,7 @@ __all__ = [
     "JobQueue",
     "QueueClientLike",
     "StorageJobQueue",
+    "map_storage_error",
     "resolve_connection_string",
 ]
 
@@ -179,7 +180,7 @@ class StorageJobQueue:
         except AzureError as exc:
             if isinstance(exc, HttpResponseError) and exc.status_code == 404:
                 self._created = False  # deleted under us: the next send recreates it
-            raise _map_error(exc, "send message") from exc
+            raise map_storage_error(exc, "send message") from exc
         log.info("enqueued job on %s (delay %d s)", self.queue_name, visibility)
 
     def _ensure_queue(self) -> None:
@@ -195,7 +196,7 @@ class StorageJobQueue:
             except ResourceExistsError:
                 pass  # created by the host or another instance, possibly with other metadata
             except AzureError as exc:
-                raise _map_error(exc, "create queue") from exc
+                raise map_storage_error(exc, "create queue") from exc
             self._created = True
 
 
@@ -224,7 +225,7 @@ def resolve_connection_string(env: Mapping[str, str], connection_setting: str) -
     return value
 
 
-def _map_error(exc: AzureError, operation: str) -> ConnectorError:
+def map_storage_error(exc: AzureError, operation: str) -> ConnectorError:
     """Translate an azure-core error; messages name codes and types only (URLs may carry SAS)."""
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         return _map_http_error(exc, exc.status_code, operation)
