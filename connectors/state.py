@@ -83,6 +83,10 @@ class ReplayGuard(Protocol):
         """True exactly once per ``key``: the first caller, in any instance."""
         ...
 
+    def purge(self) -> int:
+        """Forget expired keys; returns how many."""
+        ...
+
 
 class ClaimStore(Protocol):
     """Atomic per-job claims with leases (see the module docstring)."""
@@ -101,6 +105,10 @@ class ClaimStore(Protocol):
 
     def hold(self, claim: Claim, settle_s: float) -> None:
         """Keep an acquired claim ``settle_s`` more seconds, then let it expire."""
+        ...
+
+    def purge(self, older_than_s: float) -> int:
+        """Forget claims untouched for ``older_than_s`` seconds; returns how many."""
         ...
 
 
@@ -135,12 +143,21 @@ class MemoryReplayGuard:
             self._seen[key] = expires_at
             return True
 
+    def purge(self) -> int:
+        """Forget expired keys."""
+        with self._lock:
+            now = self._now()
+            before = len(self._seen)
+            self._seen = {k: t for k, t in self._seen.items() if t > now}
+            return before - len(self._seen)
+
 
 @dataclass
 class _Row:
     status: str
     token: str
     lease_until: float
+    updated_at: float
     outcome: str = ""
 
 
@@ -165,7 +182,7 @@ class MemoryClaimStore:
             if len(self._rows) >= self._max:
                 self._rows.pop(next(iter(self._rows)))
             token = uuid.uuid4().hex
-            self._rows[key] = _Row("claimed", token, now + lease_s)
+            self._rows[key] = _Row("claimed", token, now + lease_s, now)
             return Claim(key, "acquired", token=token, reclaimed=row is not None)
 
     def complete(self, claim: Claim, outcome: str) -> None:
@@ -173,7 +190,7 @@ class MemoryClaimStore:
         with self._lock:
             row = self._rows.get(claim.key)
             if row is not None and row.token == claim.token:
-                row.status, row.outcome = "done", outcome
+                row.status, row.outcome, row.updated_at = "done", outcome, self._now()
 
     def release(self, claim: Claim) -> None:
         """Forget the claim if it is still ours."""
@@ -187,7 +204,17 @@ class MemoryClaimStore:
         with self._lock:
             row = self._rows.get(claim.key)
             if row is not None and row.token == claim.token and row.status != "done":
-                row.lease_until = self._now() + settle_s
+                row.lease_until = row.updated_at = self._now()
+                row.lease_until += settle_s
+
+    def purge(self, older_than_s: float) -> int:
+        """Forget claims untouched for ``older_than_s`` seconds."""
+        with self._lock:
+            cutoff = self._now() - older_than_s
+            stale = [k for k, r in self._rows.items() if r.updated_at < cutoff]
+            for key in stale:
+                del self._rows[key]
+            return len(stale)
 
 
 # ---- Table Storage -------------------------------------------------------------------------

@@ -100,10 +100,9 @@ class TestReplayGuard:
         assert sorted(accepted) == sorted(keys)
 
 
-@pytest.mark.azurite
-def test_replay_purge_drops_expired_hours_only(azurite, table_name):
-    clock = FakeClock()
-    guard = TableReplayGuard(_client(azurite, table_name), now=clock.now)
+def test_replay_purge_drops_expired_keys_only(replay_guards):
+    clock, make = replay_guards
+    guard = make()
     guard.first_use("old", expires_at=clock.now() + 300)
     clock.advance(7200)
     guard.first_use("new", expires_at=clock.now() + 300)
@@ -174,6 +173,17 @@ class TestClaims:
             claims = list(pool.map(go, stores))
         states = sorted(c.state for c in claims)
         assert states == ["acquired"] + ["busy"] * 5
+
+
+def test_claim_purge_forgets_old_rows_only(claim_stores):
+    clock, make = claim_stores
+    store = make()
+    store.complete(store.claim("old", lease_s=60), "written")
+    clock.advance(8 * 86400)
+    store.complete(store.claim("new", lease_s=60), "written")
+    assert store.purge(7 * 86400) == 1
+    assert make().claim("old", lease_s=60).state == "acquired"
+    assert make().claim("new", lease_s=60).state == "done"
 
 
 def _closed_port() -> int:
