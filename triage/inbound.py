@@ -7,18 +7,36 @@ Signature scheme (what ``docs/servicenow-business-rule.js`` sends)::
 
 The timestamp must be within ``tolerance_s`` of now (replay protection), and the comparison is
 constant-time (``hmac.compare_digest``). Several ``v1=`` values separated by commas are accepted
-so a secret can be rotated without downtime.
+so a secret can be rotated without downtime. The timestamp has exactly one accepted spelling:
+1 to 12 ASCII digits without sign, spaces or leading zeros (``int()`` would also take
+Arabic-Indic or full-width digits, ``_``, ``+`` and padding, letting one signature pass under
+several spellings).
+
+Body encoding: UTF-8 only (RFC 8259 §8.1: JSON exchanged between systems MUST be UTF-8). The
+body is decoded strictly; a ``charset`` other than utf-8 in the Content-Type is refused (415),
+and so is a byte order mark (400): §8.1 says senders MUST NOT add one and a parser MAY ignore
+it; we refuse it so that one accepted request has one byte spelling, and the business rule
+never sends one. NaN/Infinity, non-finite numbers, numbers longer than ``MAX_NUMBER_CHARS`` and
+nesting deeper than the interpreter allows are refused as malformed JSON.
+
+Every refusal is an ``InboundError`` whose message names the problem, is at most
+``MAX_MESSAGE_CHARS`` long and never carries the body; anything taken from a header is cut by
+``excerpt`` to a few printable ASCII characters.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import hashlib
 import hmac
 import json
+import math
+import re
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -26,17 +44,34 @@ from triage.errors import InboundError, SignatureError
 from triage.models import SYS_ID_PATTERN, TABLE_PATTERN
 
 __all__ = [
+    "EXCERPT_CHARS",
+    "MAX_MESSAGE_CHARS",
+    "MAX_NUMBER_CHARS",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "WebhookEvent",
+    "bounded",
     "check_size",
+    "describe_validation_error",
+    "excerpt",
     "parse_event",
+    "parse_json",
     "sign",
     "verify_signature",
 ]
 
 SIGNATURE_HEADER = "x-triage-signature"
 TIMESTAMP_HEADER = "x-triage-timestamp"
+
+#: At most this many characters of any input are echoed in a message.
+EXCERPT_CHARS = 40
+#: Upper bound on an error message.
+MAX_MESSAGE_CHARS = 300
+#: A JSON number (sign, digits, fraction, exponent) longer than this is refused.
+MAX_NUMBER_CHARS = 32
+
+_TIMESTAMP = re.compile(r"0|[1-9][0-9]{0,11}")  # ASCII digits only: [0-9] is not \d
+_ELLIPSIS = "…"
 
 
 class WebhookEvent(BaseModel):
@@ -54,6 +89,33 @@ class WebhookEvent(BaseModel):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """At most ``limit`` characters of ``text`` for a message: anything but printable ASCII
+    becomes ``?`` (no CR/LF reaches a log line), and ``…`` marks a cut."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
+    return clean + _ELLIPSIS if len(text) > limit else clean
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` cut to at most ``limit`` characters, ``…`` marking a cut."""
+    return message if len(message) <= limit else message[: limit - 1] + _ELLIPSIS
+
+
+def describe_validation_error(exc: ValidationError, *, what: str, max_errors: int = 3) -> str:
+    """Name the keys and problems of a pydantic error, never the (untrusted) input values.
+
+    Key names come from the input too (an unknown key), so they are cut with ``excerpt``.
+    """
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = []
+    for error in errors[:max_errors]:
+        loc = ".".join(excerpt(str(p)) for p in error["loc"]) or what
+        parts.append(f"{loc}: {excerpt(error['msg'], 100)}")
+    if len(errors) > max_errors:
+        parts.append(f"and {len(errors) - max_errors} more")
+    return "; ".join(parts)
 
 
 def sign(body: bytes, secret: bytes, timestamp: int) -> str:
@@ -76,10 +138,12 @@ def verify_signature(
     given = lowered.get(SIGNATURE_HEADER)
     if not stamp or not given:
         raise SignatureError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    try:
-        timestamp = int(stamp)
-    except ValueError as exc:
-        raise SignatureError(f"{TIMESTAMP_HEADER} is not a unix timestamp") from exc
+    if _TIMESTAMP.fullmatch(stamp) is None:
+        raise SignatureError(
+            f"{TIMESTAMP_HEADER} is not a unix timestamp: "
+            "1 to 12 ASCII digits, no sign, spaces or leading zeros"
+        )
+    timestamp = int(stamp)
     if abs(now() - timestamp) > tolerance_s:
         raise SignatureError(f"timestamp outside the {tolerance_s} s tolerance")
     expected = base64.b64decode(sign(body, secret, timestamp)[3:])
@@ -110,30 +174,92 @@ def check_size(body: bytes, max_bytes: int) -> None:
         )
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads`` for untrusted text; raises ``ValueError`` with a short reason.
+
+    Refuses NaN/Infinity, numbers that overflow a float, numbers longer than
+    ``MAX_NUMBER_CHARS`` and nesting deeper than the interpreter's recursion limit; the reason
+    gives positions and limits, never the input.
+    """
+    try:
+        return json.loads(
+            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
+        )
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number is longer than {MAX_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(f"a number is longer than {MAX_NUMBER_CHARS} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number is too large for a float")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
 def parse_event(
     body: bytes, content_type: str | None, *, allowed_tables: list[str]
 ) -> WebhookEvent:
     """Validate a webhook body, raising ``InboundError`` with the status to answer."""
-    media_type = (content_type or "").split(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise InboundError(
-            f"content type must be application/json, not {media_type or 'missing'}",
-            status=415,
-            code="unsupported_media_type",
-        )
+    _check_content_type(content_type)
+    if body.startswith(codecs.BOM_UTF8):
+        raise _malformed("it starts with a byte order mark; send UTF-8 without one")
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InboundError(f"body is not valid JSON: {exc}", code="malformed_json") from exc
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _malformed(f"not UTF-8 (byte {exc.start})") from exc
+    try:
+        data = parse_json(text)
+    except ValueError as exc:
+        raise _malformed(str(exc)) from exc
     if not isinstance(data, dict):
         raise InboundError("body must be a JSON object", code="invalid_body")
     try:
         event = WebhookEvent.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InboundError(f"invalid webhook body: {problems}", code="invalid_body") from exc
+        problems = describe_validation_error(exc, what="body")
+        raise InboundError(
+            bounded(f"invalid webhook body: {problems}"), code="invalid_body"
+        ) from exc
     if event.table not in allowed_tables:
-        raise InboundError(f"table {event.table!r} is not enabled", code="table_not_allowed")
+        raise InboundError(
+            f"table {excerpt(event.table)!r} is not enabled", code="table_not_allowed"
+        )
     return event
+
+
+def _malformed(reason: str) -> InboundError:
+    return InboundError(bounded(f"body is not valid JSON: {reason}"), code="malformed_json")
+
+
+def _check_content_type(content_type: str | None) -> None:
+    media_type, _, params = (content_type or "").partition(";")
+    media_type = media_type.strip().lower()
+    if media_type != "application/json":
+        raise InboundError(
+            f"content type must be application/json, not {excerpt(media_type) or 'missing'}",
+            status=415,
+            code="unsupported_media_type",
+        )
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset != "utf-8":
+            raise InboundError(
+                f"charset must be utf-8, not {excerpt(charset) or 'empty'}",
+                status=415,
+                code="unsupported_media_type",
+            )

@@ -88,3 +88,103 @@ def test_parse_event_errors_name_the_problem(body, ctype, status, match):
     with pytest.raises(InboundError, match=match) as info:
         parse_event(body, ctype, allowed_tables=["incident"])
     assert info.value.status == status
+
+
+# --- hardening: one timestamp spelling, every parse failure a bounded 4xx -------------------
+
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        str(NOW).translate(ARABIC_INDIC),
+        str(NOW).translate(FULL_WIDTH),
+        "1_800_000_000",
+        f"+{NOW}",
+        f" {NOW}",
+        f"{NOW} ",
+        f"{NOW}\n",
+        f"0{NOW}",
+        f"{NOW}.0",
+        "1.8e9",
+        "-1",
+        "1" * 13,
+        "9" * 300,
+    ],
+)
+def test_timestamp_has_exactly_one_spelling(stamp):
+    # The MAC is right for the number, so only the spelling can make this fail; int() takes
+    # every one of these (or overflows on the 300 digits) and used to let them through.
+    hdrs = {"x-triage-timestamp": stamp, "x-triage-signature": sign(BODY, SECRET, NOW)}
+    with pytest.raises(SignatureError, match="not a unix timestamp") as info:
+        verify_signature(BODY, hdrs, SECRET, now=lambda: NOW)
+    assert stamp.strip() not in str(info.value)
+
+
+def test_zero_timestamp_is_a_valid_spelling_but_stale():
+    hdrs = {"x-triage-timestamp": "0", "x-triage-signature": sign(BODY, SECRET, 0)}
+    with pytest.raises(SignatureError, match="tolerance"):
+        verify_signature(BODY, hdrs, SECRET, now=lambda: NOW)
+
+
+def event(**fields):
+    return json.dumps({"sys_id": "a" * 32, "table": "incident", **fields})
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"[" * 1000 + b"]" * 1000, "nested too deeply"),
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested too deeply"),
+        (event(sys_mod_count=0)[:-1].encode() + b', "x": ' + b"9" * 4300 + b"}", "longer than"),
+        (event(sys_mod_count=0)[:-1].encode() + b', "x": 1' + b"0" * 400 + b".5}", "longer than"),
+        (event(x=0).replace("0}", "NaN}").encode(), "NaN"),
+        (event(x=0).replace("0}", "-Infinity}").encode(), "NaN"),
+        (event(x=0).replace("0}", "1e999}").encode(), "too large"),
+        (b"\xef\xbb\xbf" + event().encode(), "byte order mark"),
+        (event().encode("utf-16"), "not UTF-8"),
+        (event().encode("utf-16-le"), "not valid JSON"),
+        (event().encode("utf-32"), "not valid JSON"),
+        (b'{"sys_id": "\xed\xa0\x80"}', "not UTF-8"),
+    ],
+)
+def test_every_json_failure_is_a_bounded_400(body, match):
+    with pytest.raises(InboundError, match=match) as info:
+        parse_event(body, "application/json", allowed_tables=["incident"])
+    assert (info.value.status, info.value.code) == (400, "malformed_json")
+    assert len(str(info.value)) <= 300
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        "application/json; charset=utf-16",
+        "application/json; charset=ISO-8859-1",
+        "application/json;charset=",
+        'application/json; boundary=x; charset="utf-32"',
+    ],
+)
+def test_charset_other_than_utf8_is_415(ctype):
+    with pytest.raises(InboundError, match="charset must be utf-8") as info:
+        parse_event(BODY, ctype, allowed_tables=["incident"])
+    assert info.value.status == 415
+
+
+@pytest.mark.parametrize(
+    "ctype", ["application/json; charset=UTF-8", 'Application/JSON;charset="utf-8"']
+)
+def test_utf8_charset_in_any_case_is_accepted(ctype):
+    assert parse_event(BODY, ctype, allowed_tables=["incident"]).table == "incident"
+
+
+def test_huge_content_type_is_not_echoed():
+    ctype = "text/" + "x\r\n" * 17_000
+    with pytest.raises(InboundError) as info:
+        parse_event(BODY, ctype, allowed_tables=["incident"])
+    message = str(info.value)
+    assert info.value.status == 415
+    assert len(message) <= 300
+    assert "\r" not in message and "\n" not in message
+    assert message.endswith("…")
