@@ -72,12 +72,20 @@ class Request:
 
 @dataclass
 class Response:
-    """A simulator's answer; ``after`` runs once the response is final, before it is sent."""
+    """A simulator's answer and what happens to it after ``handle`` returned.
+
+    In order: ``after`` hooks run (the response is final); the answer is held ``hold_s``
+    seconds (woken early by ``stop``, never holding a lock); ``finished`` hooks run; then the
+    answer is sent, or with ``drop`` the connection is closed without an answer.
+    """
 
     status: int
     body: Any = None  # JSON value, a str (sent as text/html) or None (empty body)
     headers: dict[str, str] = field(default_factory=dict)
     after: list[Callable[[], None]] = field(default_factory=list)
+    hold_s: float = 0.0
+    drop: bool = False
+    finished: list[Callable[[], None]] = field(default_factory=list)
 
 
 class LoopbackServer:
@@ -161,13 +169,19 @@ class LoopbackServer:
             log.exception("simulator error on %s %s", req.method, req.path)
             self.errors.append(exc)
             resp = Response(500, {"error": {"message": "Simulator error", "detail": repr(exc)}})
-        for hook in resp.after:
+        self._run_hooks(req, resp.after)
+        if resp.hold_s > 0:
+            self._stopping.wait(resp.hold_s)
+        self._run_hooks(req, resp.finished)
+        return None if resp.drop else resp
+
+    def _run_hooks(self, req: Request, hooks: list[Callable[[], None]]) -> None:
+        for hook in hooks:
             try:
                 hook()
             except Exception as exc:  # like an async business rule: never fails the response
                 log.exception("simulator hook failed on %s %s", req.method, req.path)
                 self.errors.append(exc)
-        return resp
 
 
 class _Server(ThreadingHTTPServer):
@@ -244,14 +258,15 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             payload = b"" if resp.body is None else json.dumps(resp.body).encode()
             ctype = "application/json;charset=UTF-8"
-        self.send_response(resp.status)  # buffered until end_headers()
-        for name, value in resp.headers.items():
-            self.send_header(name, value)
-        if payload:
-            self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        with contextlib.suppress(ConnectionError):  # the client gave up (e.g. read timeout)
+        # The client may have given up (read timeout) while the answer was held: never raise.
+        with contextlib.suppress(ConnectionError):
+            self.send_response(resp.status)  # buffered until end_headers()
+            for name, value in resp.headers.items():
+                self.send_header(name, value)
+            if payload:
+                self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
             self.wfile.write(payload)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_GET

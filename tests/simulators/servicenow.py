@@ -2,7 +2,18 @@
 
 Every response carries ``X-Transaction-ID`` (12 hex chars, as real instances send) so callers
 can put a request id in their errors. Deliberate simplifications: the user's time zone is UTC,
-no dot-walking, no Batch API, journal fields read back as "" in every display mode.
+no Batch API, journal fields read back as "" in every display mode.
+
+Queries (``sysparm_query``, see encoded_query): what the connector may send is implemented,
+including dot-walking through reference fields (``caller_id.user_name=x``, ``ORDERBY`` too);
+everything else (``JOIN``, ``RLQUERY``, a dot-walk through a non-reference field, ...) is refused
+with 400 rather than silently matching every row. A condition on an unknown plain field name is
+ignored, as the platform documents, or selects nothing with ``invalid_query_returns_no_rows``.
+
+Writes to ``incident`` are audited in ``sys_audit`` like the platform does (one row per changed
+field, journal entries included); ``update_record``, ``before_write`` and the staged write faults
+(``commit_then_delay``, ``commit_then_drop``, ``delay_then_commit``) let tests stage a person's
+edit and the races of a timed-out PATCH.
 """
 
 from __future__ import annotations
@@ -23,10 +34,27 @@ from urllib.parse import parse_qsl, urlencode
 
 from tests.simulators import Clock, FakeClock, LoopbackServer, Request, Response, SystemClock
 from tests.simulators.encoded_query import UnsupportedQueryError, parse
+from tests.simulators.servicenow_schema import (
+    AUDITED_TABLES,
+    AUTO_FIELDS,
+    DEFAULT_PRIORITY_MATRIX,
+    DEFAULTS,
+    DEPENDS_ON,
+    JOURNAL_FIELDS,
+    OOB_CHOICES,
+    OOB_SUBCATEGORIES,
+    SYS_FIELDS,
+    TABLE_FIELDS,
+    TableSchema,
+)
+from tests.simulators.write_faults import WriteFaults
 
 __all__ = [
     "DEFAULT_PRIORITY_MATRIX",
+    "JOURNAL_FIELDS",
+    "TABLE_FIELDS",
     "TRANSACTION_CANCELLED",
+    "BeforeWrite",
     "FakeClock",
     "LoggedRequest",
     "RateLimitRule",
@@ -37,55 +65,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 10_000
 TRANSACTION_CANCELLED = "Transaction cancelled: maximum execution time exceeded"
-DEFAULT_PRIORITY_MATRIX: dict[tuple[str, str], str] = {  # (impact, urgency) -> priority
-    ("1", "1"): "1", ("1", "2"): "2", ("1", "3"): "3",
-    ("2", "1"): "2", ("2", "2"): "3", ("2", "3"): "4",
-    ("3", "1"): "3", ("3", "2"): "4", ("3", "3"): "5",
-}  # fmt: skip
-_AUTO = ("sys_created_on", "sys_created_by", "sys_updated_on", "sys_updated_by", "sys_mod_count")
-_SYS = ("sys_id", *_AUTO)
-TABLE_FIELDS: dict[str, tuple[str, ...]] = {
-    "incident": (*_SYS, "number", "short_description", "description", "category", "subcategory",
-                 "impact", "urgency", "priority", "state", "active", "caller_id", "opened_by",
-                 "opened_at", "assignment_group", "assigned_to", "correlation_id",
-                 "correlation_display", "work_notes", "comments", "sys_class_name"),
-    "sys_choice": (*_SYS, "name", "element", "value", "label", "dependent_value", "language",
-                   "inactive", "sequence"),
-    "sys_journal_field": (*_SYS, "element_id", "element", "name", "value"),
-    "sys_user": (*_SYS, "user_name", "name", "email", "active"),
-    "sys_user_group": (*_SYS, "name", "description", "active"),
-}  # fmt: skip
-_DEFAULTS = {
-    "incident": {"category": "inquiry", "impact": "3", "urgency": "3", "state": "1",
-                 "active": "true", "sys_class_name": "incident"},
-    "sys_choice": {"language": "en", "inactive": "false"},
-}  # fmt: skip
-_REFERENCES = {"caller_id": "sys_user", "opened_by": "sys_user", "assigned_to": "sys_user",
-               "assignment_group": "sys_user_group"}  # fmt: skip
-_DEPENDS_ON = {"subcategory": "category"}  # dependent choice lists
-JOURNAL_FIELDS = ("work_notes", "comments")
-_OOB_CHOICES = {  # element -> "value=label" pairs of the out-of-box incident choice lists
-    "impact": "1=1 - High,2=2 - Medium,3=3 - Low",
-    "urgency": "1=1 - High,2=2 - Medium,3=3 - Low",
-    "priority": "1=1 - Critical,2=2 - High,3=3 - Moderate,4=4 - Low,5=5 - Planning",
-    "state": "1=New,2=In Progress,3=On Hold,6=Resolved,7=Closed,8=Canceled",
-    "category": "request=Request,inquiry=Inquiry / Help,software=Software,hardware=Hardware,"
-    "network=Network,database=Database",
-}
-_OOB_SUBCATEGORIES = {  # category -> "value=label" pairs (dependent choice list)
-    "request": "password reset=Password Reset,password expired=Password Expired,"
-    "account locked=Account Locked",
-    "inquiry": "antivirus=Antivirus,email=Email,internal application=Internal Application",
-    "software": "email=Email,os=Operating System",
-    "hardware": "cpu=CPU,disk=Disk,keyboard=Keyboard,memory=Memory,monitor=Monitor,mouse=Mouse",
-    "network": "dhcp=DHCP,dns=DNS,ip address=IP Address,vpn=VPN,wireless=Wireless",
-    "database": "db2=DB2,sql server=MS SQL Server,oracle=Oracle",
-}
 _NOT_FOUND = ("No Record found", "Record doesn't exist or ACL restricts the record retrieval")
 _BAD_JSON = ("Exception while reading request", "The payload is not valid JSON.")
 
 RateLimitMode = Literal["retry_after", "reset_only", "none"]
 WriteCallback = Callable[[str, dict[str, str], str, str], None]  # table, record, op, user
+BeforeWrite = Callable[[str, str, dict[str, Any]], None]  # table, sys_id, parsed body
 
 
 @dataclass(frozen=True)
@@ -127,6 +112,10 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _wanted(query: Mapping[str, str]) -> list[str]:
+    return [f.strip() for f in query.get("sysparm_fields", "").split(",") if f.strip()]
+
+
 def _flag(query: Mapping[str, str], name: str) -> bool:
     return query.get(name, "").lower() == "true"
 
@@ -139,7 +128,14 @@ def _int(value: str | None, default: int) -> int:
 
 
 class ServiceNowSimulator(LoopbackServer):
-    """In-memory ServiceNow instance served over HTTP on 127.0.0.1 (ephemeral port)."""
+    """In-memory ServiceNow instance served over HTTP on 127.0.0.1 (ephemeral port).
+
+    ``invalid_query_returns_no_rows`` models the ``glide.invalid_query.returns_no_rows`` system
+    property (false by default): true makes a query with a condition on an unknown field name
+    return no rows instead of ignoring that condition. ``audit_inserts`` models
+    ``glide.sys.audit_inserts`` (false by default: "the system does not create Audit records for
+    inserts", platform docs "Tracking inserts"); updates are always audited.
+    """
 
     server_header = "ServiceNow"
 
@@ -153,8 +149,12 @@ class ServiceNowSimulator(LoopbackServer):
         priority_matrix: Mapping[tuple[str, str], str] | None = None,
         extra_fields: Mapping[str, Iterable[str]] | None = None,
         default_choices: bool = True,
+        invalid_query_returns_no_rows: bool = False,
+        audit_inserts: bool = False,
     ) -> None:
         super().__init__()
+        self.invalid_query_returns_no_rows = invalid_query_returns_no_rows
+        self.audit_inserts = audit_inserts
         self._users = dict(users if users is not None else {"admin": "admin"})
         self._clients = dict(oauth_clients or {})  # client_id -> (secret, application user)
         self.clock: Clock = clock or SystemClock()
@@ -162,7 +162,7 @@ class ServiceNowSimulator(LoopbackServer):
         self.priority_matrix = dict(priority_matrix or DEFAULT_PRIORITY_MATRIX)
         self._fields = {t: list(f) for t, f in TABLE_FIELDS.items()}
         for table, extra in (extra_fields or {}).items():
-            self._fields.setdefault(table, list(_SYS)).extend(extra)
+            self._fields.setdefault(table, list(SYS_FIELDS)).extend(extra)
         self._lock = threading.RLock()
         self._tables: dict[str, dict[str, dict[str, str]]] = {t: {} for t in self._fields}
         self._numbers = itertools.count(10001)
@@ -172,6 +172,9 @@ class ServiceNowSimulator(LoopbackServer):
         self._faults: list[Response] = []
         self._callbacks: list[WriteCallback] = []
         self._log: list[LoggedRequest] = []
+        self._before_write: BeforeWrite | None = None
+        self._write_faults = WriteFaults()
+        self._audit_seq = itertools.count(1)
         if default_choices:
             self._seed_choices()
 
@@ -195,10 +198,49 @@ class ServiceNowSimulator(LoopbackServer):
                 self._faults.append(fault)
 
     def reset_faults(self) -> None:
-        """Clear pending 5xx responses, connection drops and latency."""
+        """Clear pending 5xx responses, staged write faults, connection drops and latency."""
         super().reset_faults()
+        self._write_faults.clear()
         with self._lock:
             self._faults.clear()
+
+    def commit_then_delay(self, count: int, delay_s: float) -> None:
+        """The next ``count`` writes commit at once, but their answer is held ``delay_s``.
+
+        A client whose read timeout is shorter sees a ReadTimeout although the write landed.
+        """
+        self._write_faults.stage("commit_then_delay", count, delay_s)
+
+    def commit_then_drop(self, count: int = 1) -> None:
+        """The next ``count`` writes commit, then the connection is closed without an answer."""
+        self._write_faults.stage("commit_then_drop", count)
+
+    def delay_then_commit(self, count: int, delay_s: float) -> None:
+        """The next ``count`` writes are held ``delay_s`` seconds, then committed and answered.
+
+        The client has long timed out; a redelivered job may re-read the record before the
+        commit lands. ``wait_idle`` waits for the commit.
+        """
+        self._write_faults.stage("delay_then_commit", count, delay_s)
+
+    def wait_idle(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every write caught by a staged write fault has committed and answered.
+
+        Returns False if ``timeout_s`` passed first. Writes staged but not yet arrived do not
+        count. ``stop`` cuts every hold short, so a stopped simulator is idle at once.
+        """
+        return self._write_faults.wait_idle(timeout_s)
+
+    def before_write(self, callback: BeforeWrite | None) -> None:
+        """Call ``callback(table, sys_id, body)`` when a PATCH/PUT for an existing record arrives.
+
+        It runs after authentication and rate limiting, before the write is applied (and
+        before any ``delay_then_commit`` hold), in the request's thread and outside the
+        simulator lock, so it may call ``update_record`` to stage a person's edit between a
+        client's read and its PATCH. None removes it.
+        """
+        with self._lock:
+            self._before_write = callback
 
     def expire_tokens(self) -> None:
         """Invalidate every issued OAuth access token now (next use answers 401)."""
@@ -227,7 +269,34 @@ class ServiceNowSimulator(LoopbackServer):
                 self._derive(table, rec)
             self._tables[table][rec["sys_id"]] = rec
             self._add_journal(table, rec["sys_id"], notes, user)
+            self._audit_insert(table, rec, notes, user)
             return rec["sys_id"]
+
+    def update_record(
+        self, table: str, sys_id: str, fields: Mapping[str, Any], user: str = "anna.b"
+    ) -> dict[str, str]:
+        """Update as an HTTP PATCH by ``user`` would, without HTTP; returns the stored record.
+
+        Merges the fields, derives priority, bumps sys_mod_count / sys_updated_*, appends
+        journal entries, writes sys_audit and fires ``on_write`` callbacks (when something
+        changed). Unlike HTTP, an unknown field raises ValueError and a missing record KeyError.
+        """
+        unknown = set(fields) - set(self._fields[table])
+        if unknown:
+            raise ValueError(f"unknown fields for {table}: {sorted(unknown)}")
+        with self._lock:
+            rec = self._tables[table].get(sys_id)
+            if rec is None:
+                raise KeyError(f"no {table} record {sys_id}")
+            changed = self._update(table, rec, fields, user)
+            snapshot = dict(rec)
+        if changed:
+            try:
+                self._fire(table, snapshot, "update", user)
+            except Exception as exc:  # as over HTTP: a failing business rule fails nothing
+                log.exception("on_write callback failed for update_record")
+                self.errors.append(exc)
+        return dict(snapshot)
 
     def get_record(self, table: str, sys_id: str) -> dict[str, str] | None:
         """A copy of the stored (raw) record, or None."""
@@ -247,6 +316,13 @@ class ServiceNowSimulator(LoopbackServer):
             if row["element_id"] == sys_id and element in (None, row["element"])
         ]  # fmt: skip
 
+    def audit(self, sys_id: str, fieldname: str | None = None) -> list[dict[str, str]]:
+        """sys_audit rows (oldest first) of a record, optionally for one field."""
+        return [
+            row for row in self.records("sys_audit")
+            if row["documentkey"] == sys_id and fieldname in (None, row["fieldname"])
+        ]  # fmt: skip
+
     def invalid_choice_values(self, table: str = "incident") -> list[tuple[str, str, str]]:
         """(sys_id, field, value) of stored values missing from their (dependent) choice list."""
         with self._lock:
@@ -255,7 +331,7 @@ class ServiceNowSimulator(LoopbackServer):
             bad = []
             for rec in self._tables[table].values():
                 for name in sorted({r["element"] for r in rows}):
-                    value, parent = rec.get(name, ""), rec.get(_DEPENDS_ON.get(name, ""), "")
+                    value, parent = rec.get(name, ""), rec.get(DEPENDS_ON.get(name, ""), "")
                     if value and not {(name, value, parent), (name, value, "")} & valid:
                         bad.append((rec["sys_id"], name, value))
             return bad
@@ -287,11 +363,11 @@ class ServiceNowSimulator(LoopbackServer):
                 )
 
     def _seed_choices(self) -> None:
-        for element, spec in _OOB_CHOICES.items():
+        for element, spec in OOB_CHOICES.items():
             self.set_choices("incident", element, dict(p.split("=") for p in spec.split(",")))
         rows = [
             {"value": v, "label": lbl, "dependent_value": cat}
-            for cat, spec in _OOB_SUBCATEGORIES.items()
+            for cat, spec in OOB_SUBCATEGORIES.items()
             for v, lbl in (p.split("=") for p in spec.split(","))
         ]  # fmt: skip
         self.set_choices("incident", "subcategory", rows)
@@ -303,7 +379,7 @@ class ServiceNowSimulator(LoopbackServer):
         with self._lock:
             fault = self._faults.pop(0) if self._faults else None
         user, resp = (None, fault) if fault is not None else self._route(req)
-        self._record(req, user, resp.status)
+        self._record(req, user, 0 if resp.drop else resp.status)
         resp.headers["X-Transaction-ID"] = secrets.token_hex(6)
         return resp
 
@@ -350,6 +426,12 @@ class ServiceNowSimulator(LoopbackServer):
     def _table_op(self, req: Request, user: str, table: str, sys_id: str | None) -> Response:
         if table not in self._fields:
             return _error(400, f"Invalid table {table}", None)
+        try:
+            with self._lock:  # refuse before writing anything: the answer could not be shaped
+                for name in _wanted(req.query):
+                    self._schema(table).target(name)
+        except UnsupportedQueryError as exc:
+            return self._unsupported(exc)
         if sys_id is None and req.method in ("GET", "POST"):
             return self._list(req, table) if req.method == "GET" else self._write(req, user, table)
         if sys_id is not None and req.method in ("PATCH", "PUT"):
@@ -430,20 +512,22 @@ class ServiceNowSimulator(LoopbackServer):
     # ---- reads -----------------------------------------------------------------------------
 
     def _list(self, req: Request, table: str) -> Response:
+        """Query a table. Unknown plain field names in conditions are ignored (the platform's
+        documented "ignore invalid query terms"), or select nothing when
+        ``invalid_query_returns_no_rows``; terms the simulator does not implement answer 400."""
         q = req.query
-        try:
-            query = parse(q.get("sysparm_query", ""))
-        except UnsupportedQueryError as exc:
-            self.errors.append(exc)
-            return _error(400, "Simulator does not support this query", str(exc))
         limit = _int(q.get("sysparm_limit"), DEFAULT_LIMIT)
         limit = limit if limit > 0 else DEFAULT_LIMIT
         offset = max(0, _int(q.get("sysparm_offset"), 0))
         with self._lock:
-            known = set(self._fields[table])
-            rows = query.sort(
-                [r for r in self._tables[table].values() if query.matches(r, known)], known
-            )
+            try:
+                rows = parse(q.get("sysparm_query", "")).select(
+                    self._tables[table].values(),
+                    self._schema(table),
+                    invalid_returns_no_rows=self.invalid_query_returns_no_rows,
+                )
+            except UnsupportedQueryError as exc:
+                return self._unsupported(exc)
             labels = self._labels()
             result = [self._render(table, r, q, labels) for r in rows[offset : offset + limit]]
         resp = Response(200, {"result": result})
@@ -453,6 +537,13 @@ class ServiceNowSimulator(LoopbackServer):
         if link and not _flag(q, "sysparm_suppress_pagination_header"):
             resp.headers["Link"] = link
         return resp
+
+    def _unsupported(self, exc: UnsupportedQueryError) -> Response:
+        self.errors.append(exc)  # surfaced to tests: a 400 here is rarely what a test wants
+        return _error(400, "Simulator does not support this query", str(exc))
+
+    def _schema(self, table: str) -> TableSchema:
+        return TableSchema(table, self._fields, self._tables)
 
     def _link_header(self, req: Request, total: int, offset: int, limit: int) -> str:
         if offset == 0 and total <= limit:
@@ -481,19 +572,26 @@ class ServiceNowSimulator(LoopbackServer):
         self, table: str, rec: Mapping[str, str], query: Mapping[str, str],
         labels: dict[tuple[str, str, str], str] | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """Shape a raw record per sysparm_fields / sysparm_display_value / reference links."""
+        """Shape a raw record per sysparm_fields / sysparm_display_value / reference links.
+
+        A dot-walked name in sysparm_fields (``caller_id.user_name``) answers the value it
+        reaches under that very key, as ServiceNow does; unknown names are skipped.
+        """
         mode = query.get("sysparm_display_value", "false").lower()
         with_links = not _flag(query, "sysparm_exclude_reference_link")
-        wanted = [f.strip() for f in query.get("sysparm_fields", "").split(",") if f.strip()]
         labels = self._labels() if labels is None and mode != "false" else labels or {}
+        schema = self._schema(table)
         out: dict[str, Any] = {}
-        for name in wanted or self._fields[table]:
-            if name not in rec:
+        for name in _wanted(query) or self._fields[table]:
+            where = schema.target(name)  # dot-walks were checked in _table_op
+            if where is None:
                 continue  # unknown names in sysparm_fields are silently skipped
-            raw = rec[name]
-            shown = labels.get((table, name, raw), labels.get(("task", name, raw), raw))
-            if table == "incident" and name in _REFERENCES and raw:
-                out[name] = self._reference(_REFERENCES[name], raw, mode, with_links)
+            owner, field_name = where
+            raw = schema.lookup(rec, name)
+            shown = labels.get((owner, field_name, raw), labels.get(("task", field_name, raw), raw))
+            target = schema.referenced_table(owner, field_name)
+            if target is not None and raw:
+                out[name] = self._reference(target, raw, mode, with_links)
             elif mode == "all":
                 out[name] = {"display_value": shown, "value": raw}
             else:
@@ -511,6 +609,25 @@ class ServiceNowSimulator(LoopbackServer):
     # ---- writes ----------------------------------------------------------------------------
 
     def _write(self, req: Request, user: str, table: str, sys_id: str | None = None) -> Response:
+        """POST / PATCH / PUT, shaped by the next staged write fault if there is one."""
+        staged = self._write_faults.take()
+        if staged is None:
+            return self._apply_write(req, user, table, sys_id)
+        try:
+            late = staged.delay_s if staged.kind == "delay_then_commit" else 0.0
+            resp = self._apply_write(req, user, table, sys_id, commit_after_s=late)
+        except BaseException:
+            self._write_faults.done()
+            raise
+        if staged.kind == "commit_then_delay":
+            resp.hold_s = staged.delay_s
+        resp.drop = staged.kind == "commit_then_drop"
+        resp.finished.append(self._write_faults.done)
+        return resp
+
+    def _apply_write(
+        self, req: Request, user: str, table: str, sys_id: str | None, commit_after_s: float = 0.0
+    ) -> Response:
         ctype = req.headers.get("content-type", "")
         if "json" not in ctype.lower():
             return _error(415, "Unsupported Media Type", f"Content-Type {ctype!r} is not supported")
@@ -522,6 +639,15 @@ class ServiceNowSimulator(LoopbackServer):
             data = data[0]  # "only the first record gets worked on and the rest ... are ignored"
         if not isinstance(data, dict):
             return _error(400, *_BAD_JSON)
+        if sys_id is not None:
+            with self._lock:
+                exists, callback = sys_id in self._tables[table], self._before_write
+            if not exists:
+                return _error(404, *_NOT_FOUND)
+            if callback is not None:
+                callback(table, sys_id, data)  # outside the lock: it may write as a person
+        if commit_after_s > 0:
+            self._stopping.wait(commit_after_s)  # never holding the lock; stop() wakes it
         with self._lock:
             if sys_id is None:
                 rec, changed, status = self._insert(table, data, user), True, 201
@@ -529,7 +655,7 @@ class ServiceNowSimulator(LoopbackServer):
                 rec, status = self._tables[table][sys_id], 200
                 changed = self._update(table, rec, data, user)
             else:
-                return _error(404, *_NOT_FOUND)
+                return _error(404, *_NOT_FOUND)  # deleted while the write was held
             resp = Response(status, {"result": self._render(table, rec, req.query)})
             snapshot = dict(rec)
         if changed:
@@ -540,7 +666,7 @@ class ServiceNowSimulator(LoopbackServer):
     def _new_record(self, table: str, user: str) -> dict[str, str]:
         now = self._stamp()
         rec = dict.fromkeys(self._fields[table], "")
-        rec.update(_DEFAULTS.get(table, {}))
+        rec.update(DEFAULTS.get(table, {}))
         rec.update(sys_id=secrets.token_hex(16), sys_created_on=now, sys_created_by=user,
                    sys_updated_on=now, sys_updated_by=user, sys_mod_count="0")  # fmt: skip
         if table == "incident":
@@ -553,6 +679,7 @@ class ServiceNowSimulator(LoopbackServer):
         self._derive(table, rec)
         self._tables[table][rec["sys_id"]] = rec
         self._add_journal(table, rec["sys_id"], notes, user)
+        self._audit_insert(table, rec, notes, user)
         return rec
 
     def _update(self, table: str, rec: dict[str, str], data: Mapping[str, Any], user: str) -> bool:
@@ -564,6 +691,8 @@ class ServiceNowSimulator(LoopbackServer):
         rec.update(sys_updated_on=self._stamp(), sys_updated_by=user,
                    sys_mod_count=str(int(rec["sys_mod_count"] or "0") + 1))  # fmt: skip
         self._add_journal(table, rec["sys_id"], notes, user)
+        changes = [(k, before[k], rec[k]) for k in self._fields[table] if before[k] != rec[k]]
+        self._add_audit(table, rec, changes, notes, user)
         return True
 
     def _merge(
@@ -572,7 +701,11 @@ class ServiceNowSimulator(LoopbackServer):
         """Copy known, writable fields into ``rec``; returns journal entries to append."""
         notes: list[tuple[str, str]] = []
         for key, value in data.items():
-            if key not in self._fields[table] or key in _AUTO or (key == "sys_id" and not creating):
+            if (
+                key not in self._fields[table]
+                or key in AUTO_FIELDS
+                or (key == "sys_id" and not creating)
+            ):
                 continue  # unknown and system fields are silently ignored
             text = _as_text(value)
             if key in JOURNAL_FIELDS:
@@ -596,6 +729,38 @@ class ServiceNowSimulator(LoopbackServer):
             row = self._new_record("sys_journal_field", user)
             row.update(element_id=element_id, element=element, name=table, value=value)
             self._tables["sys_journal_field"][row["sys_id"]] = row
+
+    def _audit_insert(
+        self, table: str, rec: Mapping[str, str], notes: list[tuple[str, str]], user: str
+    ) -> None:
+        if self.audit_inserts:  # glide.sys.audit_inserts: one row per field given a value
+            self._add_audit(table, rec, [(k, "", v) for k, v in rec.items() if v], notes, user)
+
+    def _add_audit(
+        self,
+        table: str,
+        rec: Mapping[str, str],
+        changes: list[tuple[str, str, str]],
+        notes: list[tuple[str, str]],
+        user: str,
+    ) -> None:
+        """sys_audit rows for one insert or update: a row per changed field, then per journal
+        entry (oldvalue "", newvalue the entry text). ``record_checkpoint`` is the record's
+        sys_mod_count after the write (0 for an insert); system fields are not audited.
+        ``internal_checkpoint`` is hex(ms since epoch) + a 7-hex-digit counter (KB0869189)."""
+        if table not in AUDITED_TABLES:
+            return
+        rows = [(k, old, new) for k, old, new in changes if k not in SYS_FIELDS]
+        rows += [(element, "", text) for element, text in notes]
+        millis = int(self.clock.now() * 1000)
+        for fieldname, old, new in rows:
+            row = self._new_record("sys_audit", user)
+            seq = next(self._audit_seq) % 0x10000000
+            row.update(tablename=table, fieldname=fieldname, documentkey=rec["sys_id"],
+                       oldvalue=old, newvalue=new, user=user, reason="",
+                       record_checkpoint=rec["sys_mod_count"] or "0",
+                       internal_checkpoint=f"{millis:x}{seq:07x}")  # fmt: skip
+            self._tables["sys_audit"][row["sys_id"]] = row
 
     def _stamp(self) -> str:
         return datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y-%m-%d %H:%M:%S")

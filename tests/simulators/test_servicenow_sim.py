@@ -5,39 +5,18 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
-from tests.simulators import DEFAULT_EPOCH, FakeClock
+from tests.simulators import DEFAULT_EPOCH
 from tests.simulators.servicenow import RateLimitRule, ServiceNowSimulator
 
 TABLE = "/api/now/table/incident"
 AUTH = ("admin", "pw")
-CLIENT_SECRET = "csecret"
+CLIENT_SECRET = "csecret"  # as in conftest.py
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sim(clock: FakeClock) -> Iterator[ServiceNowSimulator]:
-    clients = {"cid": (CLIENT_SECRET, "svc_ticket_enricher")}
-    with ServiceNowSimulator(users={"admin": "pw"}, oauth_clients=clients, clock=clock) as s:
-        yield s
-    assert s.errors == []
-
-
-@pytest.fixture
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.auth = AUTH
-        yield session
 
 
 def get(http: requests.Session, sim: ServiceNowSimulator, path: str, **params: Any) -> Any:
@@ -148,6 +127,140 @@ def test_unsupported_operator_is_loud(sim, http, seeded):
     assert "BETWEEN" in resp.json()["error"]["detail"]
     assert len(sim.errors) == 1
     sim.errors.clear()
+
+
+@pytest.fixture
+def people(sim: ServiceNowSimulator) -> dict[str, str]:
+    """Users, a group and four incidents referencing them; returns name -> sys_id."""
+    ids = {"beth": sim.add_record("sys_user", {"user_name": "beth.anglin", "name": "Beth"})}
+    ids["abel"] = sim.add_record(
+        "sys_user", {"user_name": "abel.tuter", "name": "Abel", "manager": ids["beth"]}
+    )
+    ids["carl"] = sim.add_record("sys_user", {"user_name": "carl.lee", "name": "Carl"})
+    ids["net"] = sim.add_record("sys_user_group", {"name": "Network", "manager": ids["carl"]})
+    rows = [
+        {"caller_id": ids["abel"], "category": "network"},  # INC0010001
+        {"caller_id": ids["beth"], "assignment_group": ids["net"]},  # INC0010002
+        {"category": "hardware"},  # INC0010003: no caller
+        {"caller_id": ids["carl"], "assigned_to": ids["abel"]},  # INC0010004
+    ]
+    for row in rows:
+        sim.add_record("incident", row)
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("caller_id.user_name=abel.tuter", ["INC0010001"]),
+        ("caller_id.user_nameSTARTSWITHb^ORassignment_group.name=Network", ["INC0010002"]),
+        ("caller_id.user_name!=abel.tuter^caller_idISNOTEMPTY", ["INC0010002", "INC0010004"]),
+        ("caller_id.manager.user_name=beth.anglin", ["INC0010001"]),  # two levels
+        ("assigned_to.manager.name=Beth", ["INC0010004"]),
+        ("assignment_group.manager.user_name=carl.lee", ["INC0010002"]),
+        ("caller_id.nameISEMPTY", ["INC0010003"]),  # an empty reference reaches ""
+        ("caller_id.no_such_field=x^category=hardware", ["INC0010003"]),  # unknown leaf: ignored
+    ],
+)
+def test_dot_walked_conditions_filter_through_references(sim, http, people, query, expected):
+    assert numbers(get(http, sim, TABLE, sysparm_query=query)) == expected
+
+
+def test_orderby_dot_walked_field(sim, http, people):
+    query = "caller_idISNOTEMPTY^ORDERBYDESCcaller_id.user_name"
+    assert numbers(get(http, sim, TABLE, sysparm_query=query)) == [
+        "INC0010004", "INC0010002", "INC0010001",
+    ]  # fmt: skip
+
+
+def refused(sim: ServiceNowSimulator, http: requests.Session, **params: str) -> str:
+    """Assert a 400 in the Table API error envelope; returns its detail and clears sim.errors."""
+    resp = http.get(sim.url + TABLE, params=params, timeout=5)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["status"] == "failure"
+    assert len(sim.errors) == 1
+    sim.errors.clear()
+    detail: str = resp.json()["error"]["detail"]
+    return detail
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "short_description.name=x",  # not a reference field
+        "caller_id.email.domain=x",  # second step through a plain field
+        "category=network^ORDERBYcategory.label",
+    ],
+)
+def test_dot_walk_through_a_non_reference_field_is_refused(sim, http, people, query):
+    assert "not a reference field" in refused(sim, http, sysparm_query=query)
+
+
+@pytest.mark.parametrize(
+    ("query", "keyword"),
+    [
+        ("JOINincident.caller_id=sys_user.sys_id!user_name=abel.tuter", "JOIN"),
+        ("RLQUERYtask_sla.task,>=1^sla.name=x^ENDRLQUERY", "RLQUERY"),
+        ("SUBQUERYcaller_id,sys_id,sys_user^active=true^ENDSUBQUERY", "SUBQUERY"),
+        ("123TEXTQUERY321=printer", "123TEXTQUERY321"),
+        ("GOTOcategory=network", "GOTO"),
+        ("category=network^ORJOINincident.caller_id=sys_user.sys_id", "JOIN"),
+        ("category=network^NQGROUPBYcategory", "GROUPBY"),
+        ("(category=network", "cannot read"),
+    ],
+)
+def test_unimplemented_keyword_terms_are_refused(sim, http, people, query, keyword):
+    assert keyword in refused(sim, http, sysparm_query=query)
+
+
+def test_invalid_query_returns_no_rows_switch(clock):
+    with ServiceNowSimulator(users={"admin": "pw"}, clock=clock,
+                             invalid_query_returns_no_rows=True) as strict:  # fmt: skip
+        strict.add_record("incident", {"category": "network"})
+        strict.add_record("incident", {"category": "hardware"})
+        with requests.Session() as session:
+            session.auth = AUTH
+            assert numbers(get(session, strict, TABLE, sysparm_query="category=network")) == [
+                "INC0010001"
+            ]
+            for query in ("no_such_field=1^category=network", "caller_id.no_such_field=1",
+                          "category=network^ORno_such_field=1"):  # fmt: skip
+                assert get(session, strict, TABLE, sysparm_query=query) == []
+            # an unknown ORDERBY field selects nothing away: ordering only
+            assert len(get(session, strict, TABLE, sysparm_query="ORDERBYno_such_field")) == 2
+    assert strict.errors == []
+
+
+def test_sysparm_fields_dot_walked_values(sim, http, people):
+    fields = "number,caller_id.user_name,caller_id.manager.name,assignment_group.name,x.y"
+    result = get(http, sim, TABLE, sysparm_fields=fields, sysparm_query="ORDERBYnumber")
+    assert result[:3] == [
+        {"number": "INC0010001", "caller_id.user_name": "abel.tuter",
+         "caller_id.manager.name": "Beth", "assignment_group.name": ""},
+        {"number": "INC0010002", "caller_id.user_name": "beth.anglin",
+         "caller_id.manager.name": "", "assignment_group.name": "Network"},
+        {"number": "INC0010003", "caller_id.user_name": "", "caller_id.manager.name": "",
+         "assignment_group.name": ""},
+    ]  # fmt: skip
+    inc = sim.records("incident")[0]["sys_id"]
+    path = f"{TABLE}/{inc}"
+    both = get(http, sim, path, sysparm_fields="caller_id.manager,caller_id.name",
+               sysparm_display_value="all")  # fmt: skip
+    link = f"{sim.url}/api/now/table/sys_user/{people['beth']}"
+    assert both == {
+        "caller_id.manager": {"display_value": "Beth", "link": link, "value": people["beth"]},
+        "caller_id.name": {"display_value": "Abel", "value": "Abel"},
+    }
+
+
+def test_sysparm_fields_through_a_non_reference_is_refused_before_writing(sim, http, people):
+    assert "not a reference field" in refused(sim, http, sysparm_fields="number,category.label")
+    inc = sim.records("incident")[0]["sys_id"]
+    resp = http.patch(f"{sim.url}{TABLE}/{inc}", json={"impact": "1"},
+                      params={"sysparm_fields": "impact,impact.label"}, timeout=5)  # fmt: skip
+    assert resp.status_code == 400
+    sim.errors.clear()
+    assert stored(sim, inc)["impact"] == "3"
 
 
 def test_paging_with_link_and_total_count(sim, http):
