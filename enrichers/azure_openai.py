@@ -31,6 +31,7 @@ from triage.errors import (
     UnavailableError,
 )
 from triage.models import SUMMARY_MAX_CHARS
+from triage.sanitize import sanitize_note, sanitize_value
 
 __all__ = ["AzureOpenAISummarizer"]
 
@@ -178,6 +179,10 @@ def _first_choice(data: Any) -> str:
             choice.get("finish_reason"),
         )
         return ""
-    line = next((part for part in content.splitlines() if part.strip()), "")
-    line = _LABEL.sub("", line.strip()).strip(" \"'`“”„«»").rstrip(".")
-    return clip(line)
+    # Markup and control chars go here already (the write boundary sanitises again), so the
+    # model's output is never more trusted than ticket text; "" when nothing is left.
+    # sanitize_note first, so a tag spread over lines goes as a whole; then the first line.
+    lines = sanitize_note(content).split("\n")
+    line = next((part for part in lines if part), "")
+    line = _LABEL.sub("", line).strip(" \"'`“”„«»").rstrip(".")
+    return sanitize_value(clip(line), max_chars=SUMMARY_MAX_CHARS)

@@ -29,6 +29,7 @@ from triage.errors import ConfigError
 from triage.models import Suggestion, Ticket
 
 __all__ = [
+    "ABSTAIN",
     "ARRAYS_FILE",
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -53,7 +54,11 @@ Floats = npt.NDArray[np.float32]
 
 
 class Prediction(NamedTuple):
-    """The top label of one field for one text, and its calibrated confidence."""
+    """The top label of one field for one text, and its calibrated confidence.
+
+    ``ABSTAIN`` (label ``""``, confidence 0.0) stands for "no prediction": the parent's value
+    allows no label of this field, or the confidence came out non-finite.
+    """
 
     label: str
     confidence: float
@@ -70,6 +75,10 @@ class FieldHead(NamedTuple):
     allowed: npt.NDArray[np.bool_] | None  # parent labels × labels, or None
 
 
+#: The prediction of a field the model cannot score for a text; never suggested.
+ABSTAIN = Prediction("", 0.0)
+
+
 def confidence_inputs(
     scores: npt.NDArray[Any], allowed: npt.NDArray[np.bool_] | None, chars: npt.NDArray[Any]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
@@ -77,6 +86,8 @@ def confidence_inputs(
 
     Shared by training (on out-of-fold scores) and serving, so both see the same numbers.
     ``allowed`` (rows × labels) masks labels out, e.g. subcategories of another category.
+    A row that allows no label at all has no top score: its features are NaN (without a
+    warning), and ``TextModel.predict`` turns it into ``ABSTAIN``.
     """
     masked = np.asarray(scores, dtype=np.float64)
     if allowed is not None:
@@ -85,7 +96,8 @@ def confidence_inputs(
     order = np.sort(masked, axis=1)
     best = order[:, -1]
     second = order[:, -2] if masked.shape[1] > 1 else np.full_like(best, -np.inf)
-    margin = np.minimum(best - second, MARGIN_CAP)
+    with np.errstate(invalid="ignore"):  # -inf - -inf: a row with no allowed label
+        margin = np.minimum(best - second, MARGIN_CAP)
     feats = np.column_stack([best, margin, np.log1p(np.asarray(chars, dtype=np.float64))])
     return top, feats
 
@@ -93,8 +105,10 @@ def confidence_inputs(
 def _calibrate(
     calib: Floats, top: npt.NDArray[np.int64], feats: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
-    z = feats @ calib[:3].astype(np.float64) + float(calib[3]) + calib[4:][top]
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), dtype=np.float64)
+    # Non-finite inputs (a row with no allowed label) give NaN; the caller abstains on them.
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = feats @ calib[:3].astype(np.float64) + float(calib[3]) + calib[4:][top]
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), dtype=np.float64)
 
 
 def _sha256(path: Path) -> str:
@@ -176,7 +190,9 @@ class TextModel:
 
         A field with a parent (subcategory) is restricted to labels seen with the parent's
         value in training: the value in ``given[i][parent]`` when set, else this model's own
-        top prediction for the parent.
+        top prediction for the parent. Where that leaves no label (a category that had no
+        subcategory in training), or the confidence is not finite, the prediction is
+        ``ABSTAIN``.
         """
         scores = self.scores(texts)
         chars = np.array([len(t) for t in texts], dtype=np.float64)
@@ -185,8 +201,12 @@ class TextModel:
             allowed = self._allowed(name, head, out, given, len(texts))
             top, feats = confidence_inputs(scores[name], allowed, chars)
             conf = _calibrate(head.calib, top, feats)
+            usable = np.isfinite(conf) & (conf >= 0.0) & (conf <= 1.0)
+            if allowed is not None:
+                usable &= allowed.any(axis=1)
             out[name] = [
-                Prediction(head.labels[i], float(c)) for i, c in zip(top, conf, strict=True)
+                Prediction(head.labels[i], float(c)) if ok else ABSTAIN
+                for i, c, ok in zip(top, conf, usable, strict=True)
             ]
         return out
 
@@ -329,8 +349,8 @@ class LearnedEnricher:
             threshold = self.model.threshold(name)
             parent = self.model.parent(name)
             for i, pred in enumerate(preds):
-                if pred.confidence < threshold:
-                    continue
+                if not _clears(pred, threshold):
+                    continue  # below the threshold, or ABSTAIN: never a NaN in a Suggestion
                 if parent is not None and not self._parent_known(parent, given[i], predictions, i):
                     continue  # the calibrator assumed a known parent: abstain without one
                 out[i].append(self._suggestion(name, pred, threshold))
@@ -351,7 +371,7 @@ class LearnedEnricher:
         if given.get(parent):
             return True
         pred = predictions.get(parent)
-        return pred is not None and pred[i].confidence >= self.model.threshold(parent)
+        return pred is not None and _clears(pred[i], self.model.threshold(parent))
 
     def _suggestion(self, field: str, pred: Prediction, threshold: float) -> Suggestion:
         reason = f"{self.name}: {pred.confidence:.2f} ≥ threshold {threshold:.2f} ({self._trained})"
@@ -362,3 +382,11 @@ class LearnedEnricher:
             reason=reason[:300],
             source=self.name,
         )
+
+
+def _clears(pred: Prediction, threshold: float) -> bool:
+    """Whether a prediction is a real label whose finite confidence reaches ``threshold``.
+
+    Written so that a NaN confidence or a NaN threshold (a hand-edited model.json) abstains.
+    """
+    return bool(pred.label) and math.isfinite(pred.confidence) and pred.confidence >= threshold

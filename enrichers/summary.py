@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 from enrichers.text import clean_title, is_informative_title, parse_email, split_sentences
 from triage.errors import AuthError, EnrichmentError, ThrottledError
 from triage.models import SUMMARY_MAX_CHARS, Suggestion, Ticket
+from triage.sanitize import sanitize_value
 
 __all__ = [
     "ExtractiveSummarizer",
@@ -404,21 +405,24 @@ class SummaryEnricher:
 
     def enrich(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> Sequence[Suggestion]:
         """One summary suggestion, or nothing when there is too little text."""
-        title = clean_title(ticket.title)
+        # A title that is all markup ("<img src=x onerror=...>") says nothing: summarise instead.
+        title = sanitize_value(clean_title(ticket.title), max_chars=SUMMARY_MAX_CHARS)
         candidate: SummaryCandidate | None
         if is_informative_title(title):
             candidate = SummaryCandidate(
-                clip(title), TITLE_CONFIDENCE, "title", "the ticket's own title, cleaned"
+                title, TITLE_CONFIDENCE, "title", "the ticket's own title, cleaned"
             )
         else:
             candidate = self.summarizer.summarize(ticket.title, ticket.description)
-        if candidate is None or not candidate.text.strip():
+        # The value is what would be written: no markup, no control chars, no note prefix.
+        value = sanitize_value(candidate.text, max_chars=SUMMARY_MAX_CHARS) if candidate else ""
+        if candidate is None or not value:
             return []
         reason = f"{candidate.method}: {candidate.detail}" if candidate.detail else candidate.method
         return [
             Suggestion(
                 field="summary",
-                value=clip(candidate.text),
+                value=value,
                 confidence=max(0.0, min(1.0, candidate.confidence)),
                 reason=reason[:300],
                 source=self.name,

@@ -51,6 +51,8 @@ _CODE_FENCE = re.compile(
 )
 _HTML_BREAK = re.compile(r"<(?:br|/p|/div|/li|/tr|/h[1-6])\b[^>]{0,200}>", _I)
 _HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]{0,20}(?:\s[^<>]{0,300})?/?>")
+# ServiceNow journal markup: [code]...[/code] renders its content as HTML.
+_SN_CODE_TAG = re.compile(r"\[\s*/?\s*code\s*\]", _I)
 _MD_IMAGE = re.compile(r"!\[[^\]\n]{0,300}\]\([^)\s]{0,500}\)")
 _MD_LINK = re.compile(r"\[([^\]\n]{1,300})\]\([^)\s]{0,500}\)")
 _URL = re.compile(r"(?:\bhttps?://|\bwww\.)[^\s<>()\"']+", _I)
@@ -175,13 +177,16 @@ class CleanedEmail:
 def strip_markup(text: str) -> str:
     """Remove markdown/HTML scaffolding, code blocks, URLs and stack traces; keep lines."""
     text = text[:MAX_INPUT_CHARS].replace("\r\n", "\n").replace("\r", "\n")
+    # Entities first: decoding after the tags were stripped would revive "&lt;img ...&gt;".
+    if "&" in text:
+        text = html.unescape(text)
     text = _HTML_COMMENT.sub("\n", text)
     text = _CODE_FENCE.sub("\n", text)
     if "<" in text:
         text = _HTML_BREAK.sub("\n", text)
         text = _HTML_TAG.sub(" ", text)
-    if "&" in text:
-        text = html.unescape(text)
+    if "[" in text:
+        text = _SN_CODE_TAG.sub(" ", text)
     # Each pass is guarded by a cheap substring test: plain e-mails skip most of them.
     if "](" in text:
         text = _MD_IMAGE.sub(" ", text)

@@ -8,6 +8,10 @@ The rules, in order, for each suggested field:
    overwritten (``unset`` in the mapping lists defaults such as category ``inquiry``);
 4. the canonical value must map to a platform raw value;
 5. a subcategory is written only when it belongs to the ticket's (new or existing) category.
+
+Every value, reason and "why" the note quotes goes through ``triage.sanitize.sanitize_value``
+(one line, no markup, at most 200 characters), so text from a ticket cannot add lines to the
+note or markup to it; a value with nothing left once sanitised is refused (rule 0).
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from triage.mapping import FieldMapping
-from triage.models import Decision, Suggestion, Ticket
+from triage.models import SUMMARY_MAX_CHARS, Decision, Suggestion, Ticket
+from triage.sanitize import CHOICE_MAX_CHARS, sanitize_value
 
-__all__ = ["decide", "render_note", "to_changes"]
+__all__ = ["NOTE_ITEM_MAX_CHARS", "decide", "render_note", "to_changes", "write_limits"]
+
+#: The most characters of one value, reason or "why" the work note quotes.
+NOTE_ITEM_MAX_CHARS = 200
 
 
 def decide(
@@ -51,6 +59,8 @@ def decide(
 
 def _refusal(ticket: Ticket, suggestion: Suggestion, mapping: FieldMapping) -> str | None:
     field = suggestion.field
+    if not sanitize_value(suggestion.value, max_chars=NOTE_ITEM_MAX_CHARS):
+        return "nothing left of the value once markup and control characters are removed"
     if not mapping.writes(field):
         return "not written back (mapping)"
     threshold = mapping.threshold(field)
@@ -104,13 +114,36 @@ def to_changes(decisions: list[Decision], mapping: FieldMapping) -> dict[str, st
 
 
 def render_note(decisions: list[Decision], mapping: FieldMapping) -> str:
-    """The work note saying what was filled, how sure we were and why (and what was not)."""
+    """The work note saying what was filled, how sure we were and why (and what was not).
+
+    Safe by construction: every interpolated value, reason and "why" is sanitised to one line
+    of at most ``NOTE_ITEM_MAX_CHARS`` characters without markup.
+    """
     lines = [f"{mapping.note_prefix} Filled automatically; please correct anything wrong."]
     for d in decisions:
         if d.action == "write":
-            lines.append(f"- {d.field} = {d.value} (confidence {d.confidence:.0%}): {d.reason}")
+            lines.append(
+                f"- {_item(d.field)} = {_item(d.value)} (confidence {d.confidence:.0%}): "
+                f"{_item(d.reason)}"
+            )
     skipped = [d for d in decisions if d.action == "skip" and d.field in mapping.fields]
     if skipped:
         lines.append("Not filled:")
-        lines.extend(f"- {d.field}: {d.value} ({d.why})" for d in skipped)
+        lines.extend(f"- {_item(d.field)}: {_item(d.value)} ({_item(d.why)})" for d in skipped)
     return "\n".join(lines)
+
+
+def _item(text: str) -> str:
+    return sanitize_value(text, max_chars=NOTE_ITEM_MAX_CHARS)
+
+
+def write_limits(mapping: FieldMapping) -> dict[str, int]:
+    """Per platform field limits for ``sanitize_write``: the summary field, then choice fields.
+
+    A choice field (one with a ``values`` table) gets ``CHOICE_MAX_CHARS``; the field that
+    receives the summary gets ``SUMMARY_MAX_CHARS``.
+    """
+    limits = {mapping.fields[f]: CHOICE_MAX_CHARS for f in mapping.values if f in mapping.fields}
+    if "summary" in mapping.fields:
+        limits[mapping.fields["summary"]] = SUMMARY_MAX_CHARS
+    return limits

@@ -110,6 +110,27 @@ def test_long_answers_are_clipped_and_labels_stripped(rsps):
 
 
 @pytest.mark.parametrize(
+    ("content", "summary"),
+    [
+        ("[code]<img src=x onerror=alert(1)>[/code] Outlook crashes\u202e\x1b", "Outlook crashes"),
+        ("<b>Outlook</b> &lt;script&gt;crashes&lt;/script&gt; on the calendar", "Outlook crashes on the calendar"),
+        ("[auto-triage] Filled automatically; Outlook crashes", "Outlook crashes"),
+        ("<p\nclass=x>\n\nOutlook crashes\nsecond line", "Outlook crashes"),
+    ],
+)  # fmt: skip
+def test_the_model_output_is_sanitised_like_ticket_text(rsps, content, summary):
+    rsps.add(responses.POST, URL, json=completion(content))
+    candidate = make().summarize("", EMAIL)
+    assert candidate is not None
+    assert candidate.text == summary
+
+
+def test_an_answer_that_is_only_markup_abstains(rsps):
+    rsps.add(responses.POST, URL, json=completion("[code]<img src=x onerror=alert(1)>[/code]"))
+    assert make().summarize("", EMAIL) is None
+
+
+@pytest.mark.parametrize(
     "data",
     [completion("", "stop"), completion("Anything", "content_filter"), completion("   \n  ")],
 )

@@ -240,6 +240,16 @@ def test_strip_markup_handles_html_and_unclosed_blocks():
     assert strip_markup("Before <!-- unclosed comment") == "Before"
 
 
+def test_encoded_markup_is_decoded_before_tags_are_stripped_so_it_is_never_revived():
+    payload = "[code]&lt;img src=x onerror=alert(1)&gt;[/code] VPN is down"
+    assert strip_markup(payload) == "VPN is down"
+    assert strip_markup("a &lt;script&gt;x&lt;/script&gt; b") == "a x b"
+    assert strip_markup("[ CODE ]<b>VPN</b>[/ code ] down") == "VPN down"
+    # One layer only: a double-encoded tag stays text here (the write boundary decodes fully).
+    assert strip_markup("&amp;lt;b&amp;gt;") == "&lt;b&gt;"
+    assert strip_markup("if a &lt; b") == "if a < b"
+
+
 def test_clean_email_text_joins_lines_and_strips_everything():
     assert clean_email_text(ENGLISH) == (
         "I am writing to let you know that my laptop cannot connect to the VPN since this morning."

@@ -12,7 +12,7 @@ import pytest
 
 from enrichers.base import Enricher
 from enrichers.features import FeatureConfig, Vectoriser, analyse
-from enrichers.learned import LearnedEnricher, TextModel
+from enrichers.learned import ABSTAIN, LearnedEnricher, TextModel
 from tests.learn import VOCAB, make_tickets, texts_of
 from triage.errors import ConfigError
 from triage.learn.evaluate import pick_threshold, precision_coverage_curve
@@ -225,6 +225,59 @@ def test_serving_does_not_import_sklearn_scipy_or_pandas(saved: Path) -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def software_without_subcategory() -> TextModel:
+    """A model whose category "software" had no subcategory at all in its training data."""
+    rows = make_tickets(200, seed=11, label_noise=0.0)
+    subs = [None if r["category"] == "software" else r["subcategory"] for r in rows]
+    return train_model(
+        texts_of(rows),
+        {"category": [r["category"] for r in rows], "subcategory": subs},
+        parents={"subcategory": "category"},
+        config=TrainConfig(features=FeatureConfig(min_df=1)),
+    )
+
+
+SOFTWARE = Ticket(title="Outlook mail", description="outlook postkasse kalender brevlåda")
+
+
+def test_a_category_with_no_subcategory_abstains_instead_of_raising(
+    software_without_subcategory: TextModel,
+) -> None:
+    model = software_without_subcategory
+    allowed = model.heads["subcategory"].allowed
+    assert allowed is not None
+    assert not allowed[model.heads["category"].labels.index("software")].any()
+    # Given by a person, chosen by a higher enricher, or predicted by the model itself:
+    preds = model.predict([SOFTWARE.text] * 2, [{"category": "software"}, {}])
+    assert preds["category"][1].label == "software"
+    assert preds["subcategory"] == [ABSTAIN, ABSTAIN]
+    enricher = LearnedEnricher(model)
+    human = SOFTWARE.model_copy(update={"current": {"category": "software"}})
+    for ticket in (human, SOFTWARE):
+        fields = {s.field: s for s in enricher.enrich(ticket, {})}
+        assert "subcategory" not in fields
+    assert {s.field for s in enricher.enrich(SOFTWARE, {})} == {"category"}
+    # Other categories still get their subcategory.
+    vpn = Ticket(title="VPN tunnel", description="vpn forbindelse remote anslutning")
+    assert {s.field for s in enricher.enrich(vpn, {})} == {"category", "subcategory"}
+
+
+def test_non_finite_confidences_and_thresholds_abstain(
+    software_without_subcategory: TextModel, tmp_path: Path
+) -> None:
+    vpn = Ticket(title="VPN tunnel", description="vpn forbindelse remote anslutning")
+    directory = software_without_subcategory.save(tmp_path / "m")
+    broken = TextModel.load(directory)
+    broken.heads["category"].calib[:] = np.nan  # a calibrator that says nothing usable
+    assert broken.predict([vpn.text])["category"] == [ABSTAIN]
+    assert LearnedEnricher(broken).enrich(vpn, {}) == []
+    no_threshold = TextModel.load(directory)
+    no_threshold.metadata["fields"]["category"]["threshold"] = float("nan")
+    fields = {s.field for s in LearnedEnricher(no_threshold).enrich(vpn, {})}
+    assert fields == set()  # a NaN threshold fills nothing (and no parent for subcategory)
 
 
 def _copy(source: Path, target: Path) -> Path:
