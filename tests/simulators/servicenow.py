@@ -14,26 +14,27 @@ Writes to ``incident`` are audited in ``sys_audit`` like the platform does (one 
 field, journal entries included); ``update_record``, ``before_write`` and the staged write faults
 (``commit_then_delay``, ``commit_then_drop``, ``delay_then_commit``) let tests stage a person's
 edit and the races of a timed-out PATCH.
+
+Helpers: servicenow_schema (tables, reference fields, dot-walking), servicenow_auth (basic,
+OAuth client credentials, rate limit rules), write_faults (the staged write faults).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
 import json
 import logging
-import math
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode
+from typing import Any
+from urllib.parse import urlencode
 
 from tests.simulators import Clock, FakeClock, LoopbackServer, Request, Response, SystemClock
 from tests.simulators.encoded_query import UnsupportedQueryError, parse
+from tests.simulators.servicenow_auth import InstanceAuth, RateLimitMode, RateLimitRule
 from tests.simulators.servicenow_schema import (
     AUDITED_TABLES,
     AUTO_FIELDS,
@@ -57,6 +58,7 @@ __all__ = [
     "BeforeWrite",
     "FakeClock",
     "LoggedRequest",
+    "RateLimitMode",
     "RateLimitRule",
     "ServiceNowSimulator",
 ]
@@ -68,21 +70,8 @@ TRANSACTION_CANCELLED = "Transaction cancelled: maximum execution time exceeded"
 _NOT_FOUND = ("No Record found", "Record doesn't exist or ACL restricts the record retrieval")
 _BAD_JSON = ("Exception while reading request", "The payload is not valid JSON.")
 
-RateLimitMode = Literal["retry_after", "reset_only", "none"]
 WriteCallback = Callable[[str, dict[str, str], str, str], None]  # table, record, op, user
 BeforeWrite = Callable[[str, str, dict[str, Any]], None]  # table, sys_id, parsed body
-
-
-@dataclass(frozen=True)
-class RateLimitRule:
-    """A per-hour inbound REST rate limit rule; None filters match everything."""
-
-    limit: int
-    mode: RateLimitMode = "retry_after"
-    method: str | None = None
-    table: str | None = None
-    user: str | None = None
-    rule_id: str = "7f3c1e52db4a4a10b1c2d3e4f5a6b7c8"
 
 
 @dataclass(frozen=True)
@@ -155,10 +144,13 @@ class ServiceNowSimulator(LoopbackServer):
         super().__init__()
         self.invalid_query_returns_no_rows = invalid_query_returns_no_rows
         self.audit_inserts = audit_inserts
-        self._users = dict(users if users is not None else {"admin": "admin"})
-        self._clients = dict(oauth_clients or {})  # client_id -> (secret, application user)
         self.clock: Clock = clock or SystemClock()
-        self.token_ttl_s = token_ttl_s
+        self._auth = InstanceAuth(
+            users if users is not None else {"admin": "admin"},
+            oauth_clients or {},
+            self.clock,
+            token_ttl_s,
+        )
         self.priority_matrix = dict(priority_matrix or DEFAULT_PRIORITY_MATRIX)
         self._fields = {t: list(f) for t, f in TABLE_FIELDS.items()}
         for table, extra in (extra_fields or {}).items():
@@ -166,9 +158,6 @@ class ServiceNowSimulator(LoopbackServer):
         self._lock = threading.RLock()
         self._tables: dict[str, dict[str, dict[str, str]]] = {t: {} for t in self._fields}
         self._numbers = itertools.count(10001)
-        self._tokens: dict[str, tuple[str, float]] = {}  # token -> (user, expires_at)
-        self._rule: RateLimitRule | None = None
-        self._rate_counts: dict[tuple[str, int], int] = {}
         self._faults: list[Response] = []
         self._callbacks: list[WriteCallback] = []
         self._log: list[LoggedRequest] = []
@@ -180,11 +169,18 @@ class ServiceNowSimulator(LoopbackServer):
 
     # ---- configuration and fault injection -------------------------------------------------
 
+    @property
+    def token_ttl_s(self) -> int:
+        """Lifetime of OAuth access tokens issued from now on (``expires_in`` + 1)."""
+        return self._auth.token_ttl_s
+
+    @token_ttl_s.setter
+    def token_ttl_s(self, seconds: int) -> None:
+        self._auth.token_ttl_s = seconds
+
     def set_rate_limit(self, rule: RateLimitRule | None) -> None:
         """Install (or remove with None) the rate limit rule; counters restart."""
-        with self._lock:
-            self._rule = rule
-            self._rate_counts.clear()
+        self._auth.set_rate_limit(rule)
 
     def fail_next(
         self, count: int, status: int = 503, message: str = "Service Unavailable",
@@ -244,8 +240,7 @@ class ServiceNowSimulator(LoopbackServer):
 
     def expire_tokens(self) -> None:
         """Invalidate every issued OAuth access token now (next use answers 401)."""
-        with self._lock:
-            self._tokens.clear()
+        self._auth.expire_tokens()
 
     def on_write(self, callback: WriteCallback) -> None:
         """Call ``callback(table, record, "insert"|"update", user)`` after each HTTP write."""
@@ -404,17 +399,17 @@ class ServiceNowSimulator(LoopbackServer):
     def _route(self, req: Request) -> tuple[str | None, Response]:
         parts = req.path.strip("/").split("/")
         if req.path == "/oauth_token.do" and req.method == "POST":
-            return None, self._issue_token(req)
+            return None, self._auth.issue_token(req)
         if parts[:2] == ["api", "now"] and len(parts) > 3 and parts[2][:1] == "v":
             del parts[2]  # /api/now/v2/table/... == /api/now/table/...
         if parts[:3] != ["api", "now", "table"] or len(parts) not in (4, 5):
             return None, _error(400, "Requested URI does not represent any resource", None)
-        user = self._authenticate(req.headers.get("authorization", ""))
+        user = self._auth.authenticate(req.headers.get("authorization", ""))
         if user is None:
             resp = _error(401, "User is not authenticated", "Required to provide Auth information")
             resp.headers["WWW-Authenticate"] = 'BASIC realm="Service-now"'
             return None, resp
-        blocked, limit_headers = self._rate_limit(user, req.method, parts[3])
+        blocked, limit_headers = self._auth.rate_limit(user, req.method, parts[3])
         if blocked:
             resp = _error(429, "Too Many Requests", "Rate limit exceeded")
         else:
@@ -446,68 +441,6 @@ class ServiceNowSimulator(LoopbackServer):
                     return Response(204)
                 return Response(200, {"result": self._render(table, rec, req.query)})
         return _error(405, "Method not Supported", f"{req.method} is not allowed here")
-
-    # ---- auth and rate limits --------------------------------------------------------------
-
-    def _authenticate(self, header: str) -> str | None:
-        scheme, _, cred = header.partition(" ")
-        if scheme.lower() == "basic":
-            name, password = _basic(cred)
-            expected = self._users.get(name)
-            ok = expected is not None and secrets.compare_digest(
-                expected.encode(), password.encode()
-            )
-            return name if ok else None
-        if scheme.lower() == "bearer":
-            with self._lock:
-                entry = self._tokens.get(cred.strip())
-            if entry is not None and self.clock.now() < entry[1]:
-                return entry[0]
-        return None
-
-    def _issue_token(self, req: Request) -> Response:
-        form = dict(parse_qsl(req.body.decode("utf-8", "replace")))
-        client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
-        if not client_id:  # client_secret_basic: credentials in the Authorization header
-            client_id, secret = _basic(req.headers.get("authorization", "").partition(" ")[2])
-        if form.get("grant_type") != "client_credentials":
-            return Response(
-                400,
-                {"error": "unsupported_grant_type", "error_description": "only client_credentials"},
-            )
-        client = self._clients.get(client_id)
-        if client is None or not secrets.compare_digest(client[0].encode(), secret.encode()):
-            return Response(401, {"error": "invalid_client", "error_description": "access_denied"})
-        token = secrets.token_urlsafe(48)
-        with self._lock:
-            self._tokens[token] = (client[1], self.clock.now() + self.token_ttl_s)
-        body = {"access_token": token, "scope": "useraccount", "token_type": "Bearer",
-                "expires_in": self.token_ttl_s - 1}  # fmt: skip
-        return Response(200, body)
-
-    def _rate_limit(self, user: str, method: str, table: str) -> tuple[bool, dict[str, str]]:
-        rule = self._rule
-        if rule is None or any(
-            want is not None and want != got
-            for want, got in ((rule.user, user), (rule.method, method), (rule.table, table))
-        ):
-            return False, {}
-        now = self.clock.now()
-        window = int(now // 3600) * 3600  # hourly windows, reset at the top of the hour
-        reset = window + 3600
-        with self._lock:
-            used = self._rate_counts.get((user, window), 0)
-            blocked = used >= rule.limit
-            self._rate_counts[(user, window)] = used + (0 if blocked else 1)
-        headers: dict[str, str] = {}
-        if rule.mode == "retry_after":
-            headers = {"X-RateLimit-Limit": str(rule.limit), "X-RateLimit-Reset": str(reset),
-                       "X-RateLimit-Rule": rule.rule_id}  # fmt: skip
-            if blocked:
-                headers["Retry-After"] = str(max(1, math.ceil(reset - now)))
-        elif rule.mode == "reset_only" and blocked:
-            headers["X-RateLimit-Reset"] = str(reset)
-        return blocked, headers
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -764,11 +697,3 @@ class ServiceNowSimulator(LoopbackServer):
 
     def _stamp(self) -> str:
         return datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _basic(cred: str) -> tuple[str, str]:
-    try:
-        name, _, password = base64.b64decode(cred.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return "", ""
-    return name, password
