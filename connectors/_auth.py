@@ -4,7 +4,9 @@
 form-encoded), with a timeout, a lock and an injectable clock. Token-endpoint failures are
 translated here, once: 4xx → ``AuthError`` carrying the OAuth ``error``/``error_description``
 (never the secret); 429/5xx, timeouts and dropped connections → ``UnavailableError``, which the
-caller's retry layer treats like any other transient failure.
+caller's retry layer treats like any other transient failure. The excerpt is scrubbed of every
+form of the client secret (raw, URL-encoded as in the form body, JSON-escaped, base64) and of
+any credential-shaped text before it is cut, so an endpoint echoing the form leaks nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import requests
 from pydantic import SecretStr
 
 from triage.errors import BODY_EXCERPT_CHARS, AuthError, UnavailableError
+from triage.redact import Redactor
 
 __all__ = ["BearerAuth", "ServiceNowOAuth", "TokenProvider"]
 
@@ -54,7 +57,11 @@ class BearerAuth(requests.auth.AuthBase):
 
 
 class ServiceNowOAuth:
-    """Client-credentials token provider for one ServiceNow instance; thread-safe, cached."""
+    """Client-credentials token provider for one ServiceNow instance; thread-safe, cached.
+
+    ``redactor`` (shared with the ``HttpClient``, say) gets the client secret and the current
+    access token added; without one the provider keeps its own.
+    """
 
     def __init__(
         self,
@@ -65,7 +72,10 @@ class ServiceNowOAuth:
         timeout: tuple[float, float],
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
+        redactor: Redactor | None = None,
     ) -> None:
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.redactor.add(client_secret)
         self._token_url = f"{instance_url.rstrip('/')}/oauth_token.do"
         self._client_id = client_id
         self._secret = client_secret
@@ -74,6 +84,7 @@ class ServiceNowOAuth:
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
+        self._issued: str | None = None
         self._expires_at = 0.0
 
     def token(self) -> str:
@@ -82,6 +93,7 @@ class ServiceNowOAuth:
         with self._lock:
             if self._token is None or self._clock() >= self._expires_at:
                 self._token, lifetime_s = self._fetch()
+                self._remember(self._token)
                 # Refresh early so a token never expires between our check and the server's;
                 # for very short lifetimes, fall back to half of it.
                 margin = min(REFRESH_MARGIN_S, lifetime_s / 2)
@@ -92,6 +104,14 @@ class ServiceNowOAuth:
         """Drop the cached token so the next ``token()`` fetches a new one."""
         with self._lock:
             self._token = None
+
+    def _remember(self, token: str) -> None:
+        # The current token is a secret too: an endpoint echoing it without "Bearer " in front
+        # must not leak it. Only the newest is kept, so the redactor does not grow.
+        if self._issued is not None and self._issued != token:
+            self.redactor.discard(self._issued)
+        self.redactor.add(token)
+        self._issued = token
 
     def _fetch(self) -> tuple[str, float]:
         form = {
@@ -117,7 +137,9 @@ class ServiceNowOAuth:
     def _raise_for_token_error(self, response: requests.Response) -> None:
         status = response.status_code
         request_id = response.headers.get("X-Transaction-ID")
-        message = self._scrub(f"token request refused: {_oauth_error(response)}")
+        if request_id is not None:
+            request_id = self.redactor.excerpt(request_id, 100)
+        message = f"token request refused: {_oauth_error(response, self.redactor)}"
         if status == 429 or status >= 500:
             raise UnavailableError(
                 message, system=SYSTEM, status_code=status, request_id=request_id
@@ -141,11 +163,6 @@ class ServiceNowOAuth:
         log.info("servicenow: fetched an OAuth token valid for %.0f s", lifetime_s)
         return access_token, lifetime_s
 
-    def _scrub(self, text: str) -> str:
-        # Defence in depth: an endpoint that echoes the form back must not leak the secret.
-        secret = self._secret.get_secret_value()
-        return text.replace(secret, "***") if secret else text
-
 
 def _json_or_none(response: requests.Response) -> Any:
     try:
@@ -154,13 +171,16 @@ def _json_or_none(response: requests.Response) -> Any:
         return None
 
 
-def _oauth_error(response: requests.Response) -> str:
-    """``error: error_description`` of an OAuth error body, else a short text excerpt."""
+def _oauth_error(response: requests.Response, redactor: Redactor) -> str:
+    """``error: error_description`` of an OAuth error body, else a short text excerpt.
+
+    Scrubbed by ``redactor`` before it is cut to ``BODY_EXCERPT_CHARS``.
+    """
     body = _json_or_none(response)
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         text = str(body["error"])
         if isinstance(body.get("error_description"), str):
             text = f"{text}: {body['error_description']}"
     else:
-        text = " ".join(response.text.split()) or f"HTTP {response.status_code}"
-    return text[:BODY_EXCERPT_CHARS]
+        text = response.text
+    return redactor.excerpt(text, BODY_EXCERPT_CHARS) or f"HTTP {response.status_code}"

@@ -7,7 +7,9 @@ Status mapping (done here and nowhere else)::
     requests Timeout / ConnectionError → UnavailableError (chained with ``from exc``)
 
 Every error carries the HTTP status, the platform's request id (ServiceNow ``X-Transaction-ID``,
-else ``x-request-id``) and at most 200 characters of the platform's error message.
+else ``x-request-id``) and at most 200 characters of the platform's error message, scrubbed by
+the client's ``Redactor`` before it is cut: a server that echoes the request must not put the
+password, the client secret or an ``Authorization`` header into exception text and logs.
 
 Retries: one tenacity ``Retrying`` per call, built from ``HttpSettings``. The wait is the
 platform's hint when it gives one (``Retry-After`` seconds or HTTP-date, else
@@ -44,6 +46,7 @@ from triage.errors import (
     ThrottledError,
     UnavailableError,
 )
+from triage.redact import Redactor
 from triage.settings import HttpSettings
 
 __all__ = ["HttpClient", "error_excerpt", "request_id_of", "retry_after_s", "should_retry"]
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # ServiceNow answers with X-Transaction-ID (see RESTResponseV2.getAllHeaders() in its docs).
 REQUEST_ID_HEADERS = ("X-Transaction-ID", "x-request-id")
+REQUEST_ID_CHARS = 100
 
 Params = Mapping[str, str | int]
 
@@ -126,8 +130,12 @@ def request_id_of(response: requests.Response) -> str | None:
     return None
 
 
-def error_excerpt(response: requests.Response) -> str:
-    """At most 200 characters of the platform's error message and detail (never a whole body)."""
+def error_excerpt(response: requests.Response, redactor: Redactor | None = None) -> str:
+    """At most 200 characters of the platform's error message and detail (never a whole body).
+
+    The text is scrubbed by ``redactor`` before it is cut (without one, credentials are still
+    caught by shape: ``Bearer``/``Basic``/``Authorization``/``client_secret=`` values).
+    """
     try:
         body = response.json()
     except ValueError:
@@ -140,12 +148,17 @@ def error_excerpt(response: requests.Response) -> str:
         elif isinstance(error, str):  # OAuth: {"error", "error_description"}
             text = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
     if not text:
-        text = " ".join(response.text.split())
-    return text[:BODY_EXCERPT_CHARS] or f"HTTP {response.status_code}"
+        text = response.text
+    scrubber = redactor if redactor is not None else Redactor()
+    return scrubber.excerpt(text, BODY_EXCERPT_CHARS) or f"HTTP {response.status_code}"
 
 
 class HttpClient:
-    """Sends platform requests with a timeout, typed errors and one budgeted retry layer."""
+    """Sends platform requests with a timeout, typed errors and one budgeted retry layer.
+
+    ``redactor`` holds the secrets this client sends (password, client secret); every message
+    built from a response is scrubbed with it. Without one, only credential-shaped text is.
+    """
 
     def __init__(
         self,
@@ -157,8 +170,10 @@ class HttpClient:
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        redactor: Redactor | None = None,
     ) -> None:
         self.system = system
+        self.redactor = redactor if redactor is not None else Redactor()
         self._settings = settings
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
@@ -297,7 +312,9 @@ class HttpClient:
     def _error_for(self, method: str, url: str, response: requests.Response) -> ConnectorError:
         status = response.status_code
         request_id = request_id_of(response)
-        message = f"{method} {urlsplit(url).path}: {error_excerpt(response)}"
+        if request_id is not None:  # a header an echoing server may have copied from ours
+            request_id = self.redactor.excerpt(request_id, REQUEST_ID_CHARS)
+        message = f"{method} {urlsplit(url).path}: {error_excerpt(response, self.redactor)}"
         system = self.system
         if status in (401, 403):
             return AuthError(message, system=system, status_code=status, request_id=request_id)

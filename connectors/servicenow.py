@@ -27,6 +27,7 @@ from connectors._http import HttpClient, request_id_of
 from connectors.base import SourceRecord, System
 from triage.errors import ConfigError, RejectedError, UnavailableError
 from triage.models import SYS_ID_PATTERN, TABLE_PATTERN
+from triage.redact import Redactor
 from triage.settings import HttpSettings, ServiceNowSettings, Settings
 
 __all__ = ["ServiceNowConnector", "build_servicenow_connector"]
@@ -79,19 +80,24 @@ class ServiceNowConnector:
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        redactor: Redactor | None = None,
     ) -> None:
         self._settings = settings
         self._base = settings.base_url
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
+        # Error text built from responses is scrubbed of the configured password or client
+        # secret in every form; a shared redactor (the runtime's) gets them added.
+        self.redactor = redactor if redactor is not None else Redactor()
         self._http = HttpClient(
             SYSTEM,
             http_settings,
             session=self._session,
-            auth=_auth_for(settings, http_settings, self._session, monotonic),
+            auth=_auth_for(settings, http_settings, self._session, monotonic, self.redactor),
             sleep=sleep,
             now=now,
             monotonic=monotonic,
+            redactor=self.redactor,
         )
 
     def get(self, table: str, record_id: str, fields: Sequence[str]) -> SourceRecord:
@@ -246,11 +252,13 @@ def _auth_for(
     http_settings: HttpSettings,
     session: requests.Session,
     clock: Callable[[], float],
+    redactor: Redactor,
 ) -> requests.auth.AuthBase:
     # ServiceNowSettings already checks these pairs; the checks here narrow the types.
     if settings.auth == "basic":
         if settings.username is None or settings.password is None:
             raise ConfigError("ServiceNow auth=basic needs username and password")
+        redactor.add_basic(settings.username, settings.password)
         return requests.auth.HTTPBasicAuth(settings.username, settings.password.get_secret_value())
     if settings.client_id is None or settings.client_secret is None:
         raise ConfigError("ServiceNow auth=oauth needs client_id and client_secret")
@@ -261,6 +269,7 @@ def _auth_for(
         timeout=(http_settings.connect_timeout_s, http_settings.read_timeout_s),
         session=session,
         clock=clock,
+        redactor=redactor,
     )
     return BearerAuth(provider)
 

@@ -2,16 +2,33 @@
 
 Names look like ``ENRICH_SERVICENOW__INSTANCE_URL`` and ``ENRICH_HTTP__READ_TIMEOUT_S``. Bad
 values fail with ``ConfigError``; nothing quietly falls back to a default.
+
+Errors never show input values: pydantic's ``input_value=`` would print a password or the tail
+of a secret (a model validator's input is the whole ServiceNow block). Every model hides input in
+its errors, and ``load_settings`` names the setting and the problem only, raising outside the
+``except`` so no pydantic error is chained to the ``ConfigError``.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, Field, HttpUrl, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from triage.errors import ConfigError
+from triage.redact import Redactor
 
 __all__ = [
     "AzureOpenAISettings",
@@ -23,9 +40,16 @@ __all__ = [
     "load_settings",
 ]
 
+# Every model: a validation error must not print its input (it may hold a secret).
+_HIDDEN = ConfigDict(hide_input_in_errors=True)
+# Environment variables whose values are scrubbed from settings errors (defence in depth).
+_SECRET_ENV = re.compile(r"^ENRICH_.*(SECRET|PASSWORD|KEY|TOKEN)", re.IGNORECASE)
+
 
 class HttpSettings(BaseModel):
     """Timeouts and the retry budget of every outbound platform call."""
+
+    model_config = _HIDDEN
 
     connect_timeout_s: float = Field(3.05, gt=0)
     read_timeout_s: float = Field(20.0, gt=0)
@@ -42,6 +66,8 @@ class HttpSettings(BaseModel):
 
 class ServiceNowSettings(BaseModel):
     """How to reach and authenticate against one ServiceNow instance."""
+
+    model_config = _HIDDEN
 
     instance_url: HttpUrl
     auth: Literal["basic", "oauth"] = "oauth"
@@ -68,6 +94,8 @@ class ServiceNowSettings(BaseModel):
 class WebhookSettings(BaseModel):
     """Inbound webhook authentication and limits."""
 
+    model_config = _HIDDEN
+
     secret: SecretStr | None = None
     tolerance_s: int = Field(300, ge=1, le=3600)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
@@ -76,6 +104,8 @@ class WebhookSettings(BaseModel):
 
 class QueueSettings(BaseModel):
     """The Storage queue between the webhook and the worker."""
+
+    model_config = _HIDDEN
 
     connection_setting: str = "AzureWebJobsStorage"
     # A job whose platform call ends throttled is re-enqueued with a visibility delay (the
@@ -87,6 +117,8 @@ class QueueSettings(BaseModel):
 class AzureOpenAISettings(BaseModel):
     """Optional abstractive summaries; off unless an endpoint is set."""
 
+    model_config = _HIDDEN
+
     endpoint: HttpUrl
     deployment: str = Field(min_length=1)
     api_key: SecretStr
@@ -97,7 +129,11 @@ class Settings(BaseSettings):
     """All settings; construct directly in tests, from the environment in production."""
 
     model_config = SettingsConfigDict(
-        env_prefix="ENRICH_", env_nested_delimiter="__", frozen=True, extra="ignore"
+        env_prefix="ENRICH_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     servicenow: ServiceNowSettings | None = None
@@ -111,12 +147,33 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    """Read settings from the environment, raising ``ConfigError`` naming every bad key."""
+    """Read settings from the environment, raising ``ConfigError`` naming every bad key.
+
+    The message names each setting and its problem, never a value. The ``ConfigError`` is
+    raised outside the ``except`` block so neither ``__cause__`` nor ``__context__`` links it to
+    the pydantic error, whose text may hold input values.
+    """
     try:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"ENRICH_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors()
+            f"{_setting_name(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)
         )
-        raise ConfigError(f"invalid settings: {problems}") from exc
+    except SettingsError as exc:  # a nested block (ENRICH_WEBHOOK='{...}') is not valid JSON
+        problems = _parse_problem(str(exc))
+    raise ConfigError(f"invalid settings: {_env_redactor(os.environ).scrub(problems)}")
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    return "ENRICH_" + "__".join(str(part) for part in loc).upper()
+
+
+def _parse_problem(message: str) -> str:
+    match = re.search(r'field "([^"]+)"', message)
+    name = f"ENRICH_{match[1].upper()}" if match else "a nested setting"
+    return f"{name}: not valid JSON"
+
+
+def _env_redactor(environ: Mapping[str, str]) -> Redactor:
+    """A redactor for the secret-looking ENRICH_* values (error messages never hold them)."""
+    return Redactor(value for name, value in environ.items() if _SECRET_ENV.match(name))

@@ -14,6 +14,7 @@ from connectors._auth import BearerAuth, ServiceNowOAuth
 from connectors._http import HttpClient
 from tests.connectors.conftest import INSTANCE, FakeClock
 from triage.errors import AuthError, UnavailableError
+from triage.redact import Redactor
 
 TOKEN_URL = f"{INSTANCE}/oauth_token.do"
 TABLE_URL = f"{INSTANCE}/api/now/table/incident"
@@ -202,3 +203,46 @@ def test_401_with_basic_auth_is_not_resent(rsps, http_settings, clock):
     with pytest.raises(AuthError):
         http.request("GET", TABLE_URL)
     assert rsps.calls[0].request.headers["Authorization"].startswith("Basic ")
+
+
+def test_echoed_form_body_is_scrubbed_in_every_encoding(rsps, clock):
+    secret = "a+b/c&d=e"
+    rsps.post(
+        TOKEN_URL,
+        status=401,
+        json={
+            "error": "invalid_client",
+            "error_description": "got client_id=client-1&secret=a%2Bb%2Fc%26d%3De, "
+            f"lower a%2bb%2fc%26d%3de, raw {secret}",
+        },
+    )
+    oauth = ServiceNowOAuth(
+        INSTANCE, "client-1", SecretStr(secret), timeout=(3.05, 20.0), clock=clock.monotonic
+    )
+    with pytest.raises(AuthError) as info:
+        oauth.token()
+    assert str(info.value) == (
+        "[servicenow, HTTP 401] token request refused: invalid_client: "
+        "got client_id=client-1&secret=***, lower ***, raw ***"
+    )
+
+
+def test_provider_adds_its_secret_and_only_the_current_token_to_a_shared_redactor(rsps, clock):
+    token_ok(rsps, "tok-first-1")
+    token_ok(rsps, "tok-second-2")
+    shared = Redactor()
+    oauth = ServiceNowOAuth(
+        INSTANCE,
+        "client-1",
+        SecretStr(SECRET),
+        timeout=(3.05, 20.0),
+        clock=clock.monotonic,
+        redactor=shared,
+    )
+    assert shared.scrub(SECRET) == "***"
+    oauth.token()
+    assert shared.scrub("echo tok-first-1") == "echo ***"
+    oauth.invalidate()
+    oauth.token()
+    assert shared.scrub("tok-first-1 tok-second-2") == "tok-first-1 ***"
+    assert len(shared) == 2

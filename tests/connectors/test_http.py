@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
+from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
@@ -20,6 +22,7 @@ from triage.errors import (
     ThrottledError,
     UnavailableError,
 )
+from triage.redact import Redactor
 from triage.settings import HttpSettings
 
 URL = f"{INSTANCE}/api/now/table/incident/0123456789abcdef0123456789abcdef"
@@ -321,3 +324,44 @@ def test_retry_log_names_the_transport_failure(rsps, http_settings, clock, caplo
     with caplog.at_level(logging.WARNING, logger="connectors._http"):
         client(http_settings, clock).request("GET", URL)
     assert "status=ReadTimeout" in caplog.records[0].getMessage()
+
+
+def _response(status: int, body: str, headers: dict[str, str] | None = None) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body.encode()
+    response.headers.update(headers or {})
+    return response
+
+
+def test_error_excerpt_scrubs_a_secret_before_cutting_at_200_chars():
+    secret = "Zq7+Lp/Wd&Xe=Mv%Rk9Tn#Hs"
+    # The secret straddles the cut: cutting first would leave its head in the message.
+    body = sn_error("x" * 190 + quote_plus(secret), "detail")
+    excerpt = error_excerpt(_response(400, json.dumps(body)), Redactor([secret]))
+    assert "Zq7%2BLp" not in excerpt
+    assert excerpt == "x" * 190 + "***: detai"  # still 200 characters
+
+
+def test_error_excerpt_scrubs_credentials_it_does_not_know():
+    body = '{"headers": {"Authorization": "Bearer eyJ0eXAi.payload.sig"}}'
+    excerpt = error_excerpt(_response(401, body))
+    assert "eyJ0eXAi" not in excerpt
+    assert excerpt == '{"headers": {"Authorization": "Bearer ***"}}'
+
+
+def test_client_scrubs_its_secrets_from_message_and_request_id(rsps, http_settings, clock):
+    secret = "pa ss+wörd/42"
+    rsps.get(
+        URL,
+        status=403,
+        json=sn_error(f"user svc with password {secret} denied", quote(secret)),
+        headers={"X-Transaction-ID": f"tx-{secret}"},
+    )
+    http = HttpClient("servicenow", http_settings, sleep=clock.sleep, redactor=Redactor([secret]))
+    with pytest.raises(AuthError) as info:
+        http.request("GET", URL)
+    assert str(info.value) == (
+        "[servicenow, HTTP 403, request tx-***] GET /api/now/table/incident/"
+        "0123456789abcdef0123456789abcdef: user svc with password *** denied: ***"
+    )
