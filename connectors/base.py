@@ -47,6 +47,30 @@ class Connector(Protocol):
         """
         ...
 
+    def has_note(self, table: str, record_id: str, marker: str, *, element: str) -> bool:
+        """Whether a note on the record (journal entry, annotation) contains ``marker``.
+
+        Lets a retried job see that its earlier write landed although the call failed.
+        """
+        ...
+
+    def overwritten(
+        self,
+        table: str,
+        record_id: str,
+        changes: Mapping[str, str],
+        *,
+        read: SourceRecord,
+        stored: SourceRecord,
+    ) -> dict[str, str]:
+        """Values another writer set on ``changes``' fields between ``read`` and our update.
+
+        Platforms with conditional writes (Dataverse If-Match) refuse such an update instead and
+        return ``{}`` here; ServiceNow's Table API has none, so its connector finds them after
+        the fact (sys_mod_count, then sys_audit) for the caller to restore.
+        """
+        ...
+
     def iter_records(
         self, table: str, query: str, fields: Sequence[str], *, page_size: int | None = None
     ) -> Iterator[SourceRecord]:

@@ -53,6 +53,10 @@ JSON_HEADERS: Mapping[str, str] = {
 AUDIT_FIELDS = ("sys_id", "sys_updated_by", "sys_updated_on", "sys_mod_count")
 CHOICE_FIELDS = ("name", "element", "value", "label", "dependent_value")
 JOURNAL_FIELDS = ("sys_id", "element", "value", "sys_created_on", "sys_created_by")
+JOURNAL_ELEMENTS = frozenset({"work_notes", "comments"})
+AUDIT_ROW_FIELDS = ("fieldname", "oldvalue", "newvalue", "user", "record_checkpoint")
+# What a note marker may hold: it goes into an encoded query (no ^, no =).
+NOTE_MARKER_RE = re.compile(r"^[A-Za-z0-9 _.:-]{1,80}$")
 
 
 _T = TypeVar("_T", bound=BaseModel)
@@ -205,6 +209,59 @@ class ServiceNowConnector:
         rows = self.iter_records("sys_journal_field", query, JOURNAL_FIELDS)
         return [{k: str(r.fields.get(k) or "") for k in JOURNAL_FIELDS} for r in rows]
 
+    def has_note(
+        self, table: str, record_id: str, marker: str, *, element: str = "work_notes"
+    ) -> bool:
+        """Whether a journal entry of the record's ``element`` contains ``marker``."""
+        _check_table(table)
+        _check_sys_id(record_id)
+        _check_field(element)
+        if not NOTE_MARKER_RE.fullmatch(marker):
+            raise RejectedError("invalid note marker", system=SYSTEM)
+        query = f"element_id={record_id}^element={element}^valueLIKE{marker}"
+        rows = self.iter_records("sys_journal_field", query, ("sys_id",), page_size=1)
+        return next(rows, None) is not None
+
+    def overwritten(
+        self,
+        table: str,
+        record_id: str,
+        changes: Mapping[str, str],
+        *,
+        read: SourceRecord,
+        stored: SourceRecord,
+    ) -> dict[str, str]:
+        """Non-empty values our update replaced although they were set after our read.
+
+        The Table API has no If-Match. Our PATCH returns the record's ``sys_mod_count``: one
+        more than the count we read means nobody wrote in between. Otherwise the ``sys_audit``
+        rows of our update (``record_checkpoint`` = that count) hold each field's old value.
+        """
+        before, after = _mod_count(read), _mod_count(stored)
+        fields = [_check_field(f) for f in changes if f not in JOURNAL_ELEMENTS]
+        if before is None or after is None or after <= before + 1 or not fields:
+            return {}
+        query = (
+            f"tablename={_check_table(table)}^documentkey={_check_sys_id(record_id)}"
+            f"^record_checkpoint={after}^fieldnameIN{','.join(fields)}"
+        )
+        found: dict[str, str] = {}
+        for row in self.iter_records("sys_audit", query, AUDIT_ROW_FIELDS):
+            name, old = (
+                str(row.fields.get("fieldname") or ""),
+                str(row.fields.get("oldvalue") or ""),
+            )
+            if name in changes and old and old != changes[name]:
+                found[name] = old
+        if found:
+            log.warning(
+                "servicenow: %s/%s was changed by someone else during our update: %s",
+                table,
+                record_id,
+                sorted(found),
+            )
+        return found
+
     def close(self) -> None:
         """Release the HTTP session if this connector created it."""
         if self._owns_session:
@@ -314,6 +371,13 @@ def _check_field(field: str) -> str:
     if not FIELD_RE.fullmatch(field) or len(field) > 200:
         raise RejectedError(f"invalid field name {field[:80]!r}", system=SYSTEM)
     return field
+
+
+def _mod_count(record: SourceRecord) -> int | None:
+    try:
+        return int(str(record.fields.get("sys_mod_count")))
+    except ValueError:
+        return None
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:

@@ -12,7 +12,12 @@ from triage.models import Suggestion, Ticket
 
 
 class FakeConnector:
-    """An in-memory ServiceNow-like table that records updates; can be told to fail."""
+    """An in-memory ServiceNow-like table that records updates; can be told to fail.
+
+    Keeps ``sys_mod_count`` and an audit trail like ServiceNow, so ``overwritten`` works the
+    same way: ``person_edits`` are applied (as a person) just before the next update, and
+    ``commit_then_fail`` applies the next update and then raises it (a late commit).
+    """
 
     system = "servicenow"
 
@@ -20,7 +25,11 @@ class FakeConnector:
         self.records: dict[str, dict[str, Any]] = records or {}
         self.updates: list[tuple[str, dict[str, str]]] = []
         self.notes: list[tuple[str, str]] = []
+        self.audit: list[dict[str, str]] = []
         self.fail_next: list[ConnectorError] = []
+        self.commit_then_fail: list[Exception] = []
+        self.fail_update: list[ConnectorError] = []  # refused before anything is applied
+        self.person_edits: list[tuple[str, dict[str, str]]] = []
         self.user = "svc_ticket_enricher"
 
     def _maybe_fail(self) -> None:
@@ -36,18 +45,63 @@ class FakeConnector:
         rec = self.records[record_id]
         return SourceRecord("servicenow", table, record_id, {f: rec.get(f, "") for f in fields})
 
+    def apply(self, record_id: str, values: Mapping[str, str], user: str) -> None:
+        """Write ``values`` as ``user``: bump sys_mod_count, audit each changed field."""
+        rec = self.records[record_id]
+        count = int(rec.get("sys_mod_count") or 0) + 1
+        for name, value in values.items():
+            old = "" if name == "work_notes" else str(rec.get(name, ""))
+            self.audit.append(
+                {"documentkey": record_id, "fieldname": name, "oldvalue": old,
+                 "newvalue": value, "user": user, "record_checkpoint": str(count)}
+            )  # fmt: skip
+        note = values.get("work_notes")
+        if note is not None:
+            self.notes.append((record_id, note))
+        rec.update({k: v for k, v in values.items() if k != "work_notes"})
+        rec.update(sys_updated_by=user, sys_mod_count=str(count))
+
     def update(
         self, table: str, record_id: str, changes: Mapping[str, str], *, etag: str | None = None
     ) -> SourceRecord:
         self._maybe_fail()
+        if self.fail_update:
+            raise self.fail_update.pop(0)
+        while self.person_edits:
+            who, edit = self.person_edits.pop(0)
+            self.apply(record_id, edit, who)
         values = dict(changes)
-        note = values.pop("work_notes", None)
-        if note is not None:
-            self.notes.append((record_id, note))
+        self.apply(record_id, values, self.user)
+        values.pop("work_notes", None)
         self.updates.append((record_id, values))
-        self.records[record_id].update(values)
-        self.records[record_id]["sys_updated_by"] = self.user
+        if self.commit_then_fail:
+            raise self.commit_then_fail.pop(0)
         return SourceRecord("servicenow", table, record_id, dict(self.records[record_id]))
+
+    def has_note(self, table: str, record_id: str, marker: str, *, element: str) -> bool:
+        return any(rid == record_id and marker in note for rid, note in self.notes)
+
+    def overwritten(
+        self,
+        table: str,
+        record_id: str,
+        changes: Mapping[str, str],
+        *,
+        read: SourceRecord,
+        stored: SourceRecord,
+    ) -> dict[str, str]:
+        before = int(read.fields.get("sys_mod_count") or 0)
+        after = int(stored.fields.get("sys_mod_count") or 0)
+        if after <= before + 1:
+            return {}
+        return {
+            row["fieldname"]: row["oldvalue"]
+            for row in self.audit
+            if row["documentkey"] == record_id
+            and row["record_checkpoint"] == str(after)
+            and row["fieldname"] in changes
+            and row["oldvalue"]
+        }
 
     def iter_records(
         self, table: str, query: str, fields: Sequence[str], *, page_size: int | None = None

@@ -5,6 +5,7 @@
     EnrichmentError                 base
     ├── ConfigError                 settings, admin mapping or model file failed validation
     ├── MappingError                a source record does not fit the configured mapping
+    ├── ClaimedError                another worker holds this job's claim; .retry_after_s
     ├── InboundError                an inbound request was refused; .status is the HTTP answer
     │   └── SignatureError          the request failed authentication (401)
     └── ConnectorError              .system, .status_code, .request_id; str() leads with them
@@ -25,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "BODY_EXCERPT_CHARS",
     "AuthError",
+    "ClaimedError",
     "ConfigError",
     "ConflictError",
     "ConnectorError",
@@ -52,6 +54,14 @@ class ConfigError(EnrichmentError):
 
 class MappingError(EnrichmentError):
     """A source record does not fit the configured mapping."""
+
+
+class ClaimedError(EnrichmentError):
+    """Another worker holds the claim on this job's (record, input): try again later."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class InboundError(EnrichmentError):

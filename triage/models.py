@@ -90,7 +90,7 @@ class EnrichmentResult(BaseModel):
     system: str
     record_id: str
     number: str | None = None
-    status: Literal["written", "nothing_to_write", "skipped", "dry_run"]
+    status: Literal["written", "conflict", "nothing_to_write", "skipped", "dry_run"]
     detail: str = ""
     suggestions: tuple[Suggestion, ...] = ()
     decisions: tuple[Decision, ...] = ()

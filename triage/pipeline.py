@@ -1,74 +1,57 @@
-"""enrich_record(): re-read → loop guard → enrich → policy → one write with its work note.
+"""enrich_record(): re-read → loop guard → claim → enrich → policy → one guarded write.
 
-The pipeline never trusts a webhook payload: it re-reads the record. It skips records whose
-last update was made by the integration user (our own write firing the business rule again) and
-records whose text it already enriched (an input hash, remembered in a ``SeenStore``).
+The pipeline never trusts a webhook payload: it re-reads the record, and skips it when the last
+update was made by the integration user (our own write firing the business rule again).
 
-Check-then-write: the ServiceNow Table API has no If-Match, so a person editing the ticket in the
-milliseconds between our read and our PATCH could be overwritten. The window is the time it
-takes to run the enrichers (well under 10 ms); we accept it, as servicenow.md §12 suggests.
+Exactly one write and one note per (record, input), whatever the timing: before writing, the
+worker claims ``(system, record, input hash)`` in a ``ClaimStore`` shared by every instance
+(Table Storage in the Functions build). A live claim held by another worker means "back off"
+(``ClaimedError``, the job is re-queued with a delay); a completed one means "already done".
+A write whose outcome is unknown (timeout, dropped connection, 5xx) keeps the claim for a
+settle time, so nobody re-reads and re-writes while a late commit may still land; the next
+holder first looks for our note carrying this input hash on the record.
+
+Never clobber a person: ServiceNow's Table API has no If-Match, so after the write the
+connector reports values someone else set between our read and our write
+(``Connector.overwritten``); the pipeline restores them and says so (status ``conflict``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from connectors.base import Connector, SourceRecord
+from connectors.state import ClaimStore, MemoryClaimStore
 from enrichers.base import Enricher
 from enrichers.engine import run_enrichers
+from triage.errors import ClaimedError, ConnectorError, ThrottledError, UnavailableError
 from triage.mapping import FieldMapping, to_ticket
 from triage.models import EnrichmentResult, Ticket
 from triage.policy import decide, render_note, to_changes
+from triage.sanitize import sanitize_note, sanitize_write
 
-__all__ = ["MemorySeenStore", "Pipeline", "SeenStore", "input_hash"]
+__all__ = ["DEFAULT_LEASE_S", "DEFAULT_SETTLE_S", "Pipeline", "input_hash", "note_marker"]
 
 log = logging.getLogger(__name__)
 
-
-class SeenStore(Protocol):
-    """Remembers which (record, input hash) pairs were already enriched."""
-
-    def seen(self, key: str) -> bool:
-        """Whether ``key`` was remembered."""
-        ...
-
-    def remember(self, key: str) -> None:
-        """Remember ``key``."""
-        ...
-
-
-class MemorySeenStore:
-    """A bounded, thread-safe, per-worker store (an Azure Table store can replace it)."""
-
-    def __init__(self, max_items: int = 50_000) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
-        self._max = max_items
-        self._lock = threading.Lock()
-
-    def seen(self, key: str) -> bool:
-        """Whether ``key`` was remembered."""
-        with self._lock:
-            return key in self._items
-
-    def remember(self, key: str) -> None:
-        """Remember ``key``, forgetting the oldest entry when full."""
-        with self._lock:
-            self._items[key] = None
-            self._items.move_to_end(key)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
+#: How long a claim keeps other workers off a job: longer than one job's platform budget.
+DEFAULT_LEASE_S = 300.0
+#: After a write whose outcome is unknown: time for a late commit to land before a retry looks.
+DEFAULT_SETTLE_S = 90.0
 
 
 def input_hash(ticket: Ticket) -> str:
     """A short, stable hash of the text the enrichers read."""
     digest = hashlib.sha256(f"{ticket.title}\x1f{ticket.description}".encode())
     return digest.hexdigest()[:16]
+
+
+def note_marker(digest: str) -> str:
+    """The line our note ends with; finding it on a record means this input was written."""
+    return f"input {digest}"
 
 
 @dataclass
@@ -78,44 +61,127 @@ class Pipeline:
     connector: Connector
     mapping: FieldMapping
     enrichers: Sequence[Enricher]
-    seen: SeenStore = field(default_factory=MemorySeenStore)
+    claims: ClaimStore = field(default_factory=MemoryClaimStore)
     dry_run: bool = False
+    lease_s: float = DEFAULT_LEASE_S
+    settle_s: float = DEFAULT_SETTLE_S
 
-    def enrich_record(self, table: str, record_id: str) -> EnrichmentResult:
-        """Enrich one record; platform errors propagate as ``ConnectorError`` subclasses."""
+    def enrich_record(self, table: str, record_id: str, *, retry: bool = False) -> EnrichmentResult:
+        """Enrich one record; platform errors propagate as ``ConnectorError`` subclasses.
+
+        ``retry`` says an earlier attempt of this job may have written already (the queue
+        redelivered it): the record is then checked for our note before anything is written.
+        Raises ``ClaimedError`` when another worker is busy with the same record and input.
+        """
         record = self.connector.get(table, record_id, self.mapping.platform_fields())
         ticket = to_ticket(record.fields, self.mapping, record_id=record_id)
-        skip = self._loop_guard(record, ticket)
-        if skip:
-            log.info("skipping %s %s: %s", record.system, record_id, skip)
-            return self._result(ticket, "skipped", detail=skip)
+        user = self.mapping.integration_user
+        if user and record.fields.get("sys_updated_by") == user:
+            detail = f"last update was made by the integration user {user!r}"
+            log.info("skipping %s %s: %s", record.system, record_id, detail)
+            return self._result(ticket, "skipped", detail=detail)
+        digest = input_hash(ticket)
+        key = f"{ticket.system}:{table}:{record_id}:{digest}"
+        if self.dry_run:
+            return self._enrich(record, ticket, digest, attempt=_Attempt())
+        claim = self.claims.claim(key, lease_s=self.lease_s)
+        if claim.state == "done":
+            return self._result(ticket, "skipped", detail="this text was already enriched")
+        if claim.state == "busy":
+            raise ClaimedError(
+                f"another worker is enriching {record.system} {record_id}",
+                retry_after_s=max(1.0, claim.retry_after_s),
+            )
+        attempt = _Attempt()
+        try:
+            if (retry or claim.reclaimed) and self._already_written(record, digest):
+                self.claims.complete(claim, "written")
+                return self._result(ticket, "skipped", detail="our note for this text is there")
+            result = self._enrich(record, ticket, digest, attempt=attempt)
+        except BaseException as exc:
+            if attempt.sent and _may_have_landed(exc):
+                # Timeout, dropped connection, 5xx or a crash after sending: the write may
+                # still commit. Let it settle; the next holder looks for our note first.
+                self.claims.hold(claim, self.settle_s)
+            else:
+                self.claims.release(claim)
+            raise
+        self.claims.complete(claim, result.status)
+        return result
+
+    def _already_written(self, record: SourceRecord, digest: str) -> bool:
+        return self.connector.has_note(
+            record.table, record.record_id, note_marker(digest), element=self.mapping.note_field
+        )
+
+    def _enrich(
+        self, record: SourceRecord, ticket: Ticket, digest: str, *, attempt: _Attempt
+    ) -> EnrichmentResult:
         chosen = run_enrichers(self.enrichers, ticket)
         decisions = decide(ticket, chosen, self.mapping, raw=record.fields)
         changes = to_changes(decisions, self.mapping)
         base = {"suggestions": tuple(chosen.values()), "decisions": tuple(decisions)}
         if not changes:
-            self.seen.remember(self._key(ticket))
             detail = "no suggestion cleared the policy"
             return self._result(ticket, "nothing_to_write", detail=detail, **base)
-        note = render_note(decisions, self.mapping) + f"\ninput {input_hash(ticket)}"
+        note_field = self.mapping.note_field
+        body = sanitize_write(
+            {
+                **changes,
+                note_field: f"{render_note(decisions, self.mapping)}\n{note_marker(digest)}",
+            },
+            note_field=note_field,
+        )
+        values = {k: v for k, v in body.items() if k != note_field}
+        if not values:
+            return self._result(ticket, "nothing_to_write", detail="nothing safe to write", **base)
         if self.dry_run:
-            return self._result(ticket, "dry_run", changes=changes, note=note, **base)
-        stored = self.connector.update(table, record_id, {**changes, self.mapping.note_field: note})
-        self.seen.remember(self._key(ticket))
-        detail = _check_stored(changes, stored)
-        log.info("wrote %s to %s %s", sorted(changes), record.system, record_id)
-        return self._result(ticket, "written", detail=detail, changes=changes, note=note, **base)
+            return self._result(
+                ticket, "dry_run", changes=values, note=body.get(note_field), **base
+            )
+        attempt.sent = True
+        stored = self.connector.update(record.table, record.record_id, body)
+        log.info("wrote %s to %s %s", sorted(values), record.system, record.record_id)
+        restored = self._restore_overwritten(record, values, stored)
+        status, detail = ("conflict", restored) if restored else ("written", _check(values, stored))
+        return self._result(
+            ticket,
+            status,
+            detail=detail,
+            changes=values,
+            note=body.get(note_field),
+            **base,
+        )
 
-    def _loop_guard(self, record: SourceRecord, ticket: Ticket) -> str | None:
-        user = self.mapping.integration_user
-        if user and record.fields.get("sys_updated_by") == user:
-            return f"last update was made by the integration user {user!r}"
-        if self.seen.seen(self._key(ticket)):
-            return "text unchanged since this worker last enriched it"
-        return None
-
-    def _key(self, ticket: Ticket) -> str:
-        return f"{ticket.system}:{ticket.record_id}:{input_hash(ticket)}"
+    def _restore_overwritten(
+        self, record: SourceRecord, values: Mapping[str, str], stored: SourceRecord
+    ) -> str:
+        """Put back what a person set between our read and our write; '' when nothing was."""
+        try:
+            theirs = self.connector.overwritten(
+                record.table, record.record_id, values, read=record, stored=stored
+            )
+        except ConnectorError as exc:
+            log.warning("could not check %s for concurrent edits: %s", record.record_id, exc)
+            return ""
+        canonical = {platform: name for name, platform in self.mapping.fields.items()}
+        restore = {
+            f: v
+            for f, v in theirs.items()
+            if not self.mapping.is_unset(canonical.get(f, f), v) and values.get(f) != v
+        }
+        if not restore:
+            return ""
+        names = ", ".join(f"{canonical.get(f, f)}" for f in sorted(restore))
+        note = sanitize_note(
+            f"{self.mapping.note_prefix} Someone set {names} while this ticket was being filled "
+            "automatically; their value is kept and the automatic value withdrawn."
+        )
+        self.connector.update(
+            record.table, record.record_id, {**restore, self.mapping.note_field: note}
+        )
+        log.warning("restored %s on %s %s", sorted(restore), record.system, record.record_id)
+        return f"a person's value restored: {names}"
 
     @staticmethod
     def _result(ticket: Ticket, status: str, **kwargs: object) -> EnrichmentResult:
@@ -130,7 +196,23 @@ class Pipeline:
         )
 
 
-def _check_stored(changes: dict[str, str], stored: SourceRecord) -> str:
+@dataclass
+class _Attempt:
+    sent: bool = False  # a write request left this worker
+
+
+def _may_have_landed(exc: BaseException) -> bool:
+    """False for failures that prove the platform did not apply the write.
+
+    Every ``ConnectorError`` but ``UnavailableError`` is an answer refusing the request (4xx,
+    auth) or a request we refused to send; 429 is refused before processing.
+    """
+    if isinstance(exc, ThrottledError):
+        return False
+    return isinstance(exc, UnavailableError) or not isinstance(exc, ConnectorError)
+
+
+def _check(changes: Mapping[str, str], stored: SourceRecord) -> str:
     # ServiceNow silently ignores unknown fields in a PATCH: compare what came back.
     missing = [f for f, v in changes.items() if f in stored.fields and stored.fields[f] != v]
     absent = [f for f in changes if f not in stored.fields]

@@ -23,6 +23,7 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     # of function_app (which would take every function down with an opaque indexing error).
     from connectors.queue import StorageJobQueue
     from connectors.servicenow import build_servicenow_connector
+    from connectors.state import TableClaimStore, TableReplayGuard
     from enrichers import default_enrichers
     from triage.mapping import load_mapping
     from triage.pipeline import Pipeline
@@ -36,18 +37,21 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
         from triage.model_store import load_model  # numpy: only when a model is configured
 
         model = load_model(settings.model_path)
+    connection = settings.queue.connection_setting
     pipeline = Pipeline(
         connector=build_servicenow_connector(settings),
         mapping=mapping,
         enrichers=default_enrichers(mapping, model=model, summarizer=build_summarizer(settings)),
+        # Shared by every instance: exactly one write per (record, input) across the app.
+        claims=TableClaimStore.from_settings(env, connection),
         dry_run=settings.dry_run,
     )
-    connection = settings.queue.connection_setting
     return Service(
         settings=settings,
         pipeline=pipeline,
         requeue=StorageJobQueue.from_settings(env, connection, JOBS_QUEUE),
         poison=StorageJobQueue.from_settings(env, connection, f"{JOBS_QUEUE}-poison"),
+        replay=TableReplayGuard.from_settings(env, connection),
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 import function_app
 from connectors.queue import InMemoryJobQueue
 from connectors.servicenow import ServiceNowConnector
+from connectors.state import ClaimStore, MemoryClaimStore, MemoryReplayGuard
 from enrichers import default_enrichers
 from tests.simulators import FakeClock
 from tests.simulators.servicenow import ServiceNowSimulator
@@ -39,7 +40,18 @@ class Slice:
     pending: list[str] = field(default_factory=list)
 
     def webhook(self, sys_id: str, table: str = "incident") -> func.HttpResponse:
-        body = json.dumps({"sys_id": sys_id, "table": table}).encode()
+        # What docs/servicenow-business-rule.js sends: its sys_mod_count makes each firing
+        # a different signed request (the replay guard refuses an identical one).
+        rec = self.sim.get_record(table, sys_id) or {}
+        body = json.dumps(
+            {
+                "sys_id": sys_id,
+                "table": table,
+                "number": rec.get("number"),
+                "sys_updated_by": rec.get("sys_updated_by"),
+                "sys_mod_count": int(rec.get("sys_mod_count") or 0),
+            }
+        ).encode()
         t = int(self.clock.now())
         headers = {
             "Content-Type": "application/json",
@@ -55,14 +67,26 @@ class Slice:
             self.pending.append(out.value)
         return resp
 
-    def drain(self, limit: int = 10) -> int:
+    def drain(self, limit: int = 10, *, dequeue_count: int = 1) -> int:
         """Run queued jobs through the worker (as the host would), returning how many ran."""
         ran = 0
         while self.pending and ran < limit:
             message = self.pending.pop(0)
-            function_app.enrich_worker(func.QueueMessage(id=str(ran), body=message.encode()))
+            delivery = Delivery(id=str(ran), body=message.encode())
+            delivery.count = dequeue_count
+            function_app.enrich_worker(delivery)
             ran += 1
         return ran
+
+
+class Delivery(func.QueueMessage):
+    """A queue message as the host hands it over, with its dequeue count."""
+
+    count: int = 1
+
+    @property
+    def dequeue_count(self) -> int:
+        return self.count
 
 
 class _Out:
@@ -97,6 +121,7 @@ def build_slice(
     *,
     client_secret: str = CLIENT[1],
     wrap: Callable[[ServiceNowConnector], Any] | None = None,
+    claims: ClaimStore | None = None,
     **http: float,
 ) -> Slice:
     sleeps: list[float] = []
@@ -116,8 +141,20 @@ def build_slice(
     )
     mapping = load_mapping()
     settings = Settings(servicenow=sn, http=http_settings, webhook=WebhookSettings(secret=SECRET))
-    pipeline = Pipeline(wrap(connector) if wrap else connector, mapping, default_enrichers(mapping))
-    service = Service(settings, pipeline, InMemoryJobQueue(), InMemoryJobQueue(), now=clock.now)
+    pipeline = Pipeline(
+        wrap(connector) if wrap else connector,
+        mapping,
+        default_enrichers(mapping),
+        claims=claims if claims is not None else MemoryClaimStore(now=clock.now),
+    )
+    service = Service(
+        settings,
+        pipeline,
+        InMemoryJobQueue(),
+        InMemoryJobQueue(),
+        replay=MemoryReplayGuard(now=clock.now),
+        now=clock.now,
+    )
     return Slice(sim=sim, clock=clock, service=service, sleeps=sleeps)
 
 

@@ -144,8 +144,8 @@ class FailFirstWrite:
         self.inner, self.sim, self.armed = inner, sim, True
         self.system = inner.system
 
-    def get(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return self.inner.get(*args, **kwargs)
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
 
     def update(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         if self.armed:
@@ -167,11 +167,21 @@ def test_5xx_on_write_raises_for_a_host_retry_and_the_retry_does_not_double_writ
         with pytest.raises(UnavailableError):
             app.drain()  # not retried in-process: a PATCH carrying a work note is not idempotent
         app.pending.append(job)  # the host redelivers the message
+        app.drain(dequeue_count=2)
+        # A 5xx leaves the write's outcome unknown: the job's claim keeps every worker off for
+        # the settle time, so the redelivery is re-queued with that delay instead of writing.
+        [(message, delay)] = app.service.requeue.sent  # type: ignore[attr-defined]
+        assert delay == pytest.approx(app.service.pipeline.settle_s, abs=1)
+        assert sim.get_record("incident", sys_id)["category"] == "inquiry"
+        app.clock.advance(delay)
+        app.pending.append(message)
         app.drain()
     rec = sim.get_record("incident", sys_id)
     assert rec["category"] == "network"
     assert len(work_notes(app, sys_id)) == 1
     assert [r.status for r in sim.request_log if r.method == "PATCH"] == [500, 200]
+    # The holder after the settle time looked for our note before writing.
+    assert any(r.path.endswith("/sys_journal_field") for r in sim.request_log)
 
 
 def test_dropped_connection_on_read_is_retried(app_slice: Slice) -> None:
@@ -204,5 +214,7 @@ def test_wrong_client_secret_sends_the_job_to_poison(sim, clock) -> None:  # typ
         app.webhook(sys_id)
         app.drain()
     [(message, _)] = app.service.poison.sent  # type: ignore[attr-defined]
-    assert json.loads(message)["record_id"] == sys_id
+    envelope = json.loads(message)
+    assert "AuthError" in envelope["reason"]
+    assert json.loads(envelope["message"])["record_id"] == sys_id
     assert [r.method for r in sim.request_log if r.path.startswith("/api/now")] == []

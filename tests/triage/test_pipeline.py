@@ -1,9 +1,11 @@
 import pytest
 
+from connectors.state import MemoryClaimStore
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
-from triage.errors import UnavailableError
+from tests.simulators import FakeClock
+from triage.errors import AuthError, ClaimedError, UnavailableError
 from triage.mapping import load_mapping
-from triage.pipeline import MemorySeenStore, Pipeline
+from triage.pipeline import Pipeline
 
 SYS_ID = "0" * 31 + "1"
 M = load_mapping()
@@ -104,9 +106,81 @@ def test_platform_errors_propagate_and_nothing_is_remembered():
     assert pipe.enrich_record("incident", SYS_ID).status == "written"
 
 
-def test_memory_seen_store_is_bounded():
-    store = MemorySeenStore(max_items=2)
-    for key in "abc":
-        store.remember(key)
-    assert not store.seen("a")
-    assert store.seen("b") and store.seen("c")
+def _worker(conn, claims, *suggestions, **kwargs):
+    return Pipeline(conn, M, [FixedEnricher(list(suggestions))], claims=claims, **kwargs)
+
+
+def test_a_second_worker_backs_off_while_the_first_holds_the_claim():
+    clock = FakeClock()
+    claims = MemoryClaimStore(now=clock.now)
+    conn = FakeConnector({SYS_ID: new_incident()})
+    first = _worker(conn, claims, suggestion("category", "network"))
+    # The first worker crashes after claiming (before writing): its claim stays until it expires.
+    conn.commit_then_fail.append(RuntimeError("worker killed"))
+    with pytest.raises(RuntimeError):
+        first.enrich_record("incident", SYS_ID)
+    second = _worker(conn, claims, suggestion("category", "network"))
+    conn.records[SYS_ID]["sys_updated_by"] = "anna.b"  # a person touched it since: no loop guard
+    with pytest.raises(ClaimedError) as caught:
+        second.enrich_record("incident", SYS_ID)
+    assert 0 < caught.value.retry_after_s <= first.settle_s
+    assert len(conn.notes) == 1
+
+
+def test_a_late_commit_is_found_on_retry_and_not_written_twice():
+    clock = FakeClock()
+    claims = MemoryClaimStore(now=clock.now)
+    conn = FakeConnector({SYS_ID: new_incident()})
+    pipe = _worker(conn, claims, suggestion("category", "network"))
+    # The PATCH lands but the answer never comes back (read timeout).
+    conn.commit_then_fail.append(UnavailableError("read timeout", system="servicenow"))
+    with pytest.raises(UnavailableError):
+        pipe.enrich_record("incident", SYS_ID)
+    conn.records[SYS_ID]["sys_updated_by"] = "anna.b"  # defeat the loop guard on purpose
+    with pytest.raises(ClaimedError):  # redelivered within the settle time
+        pipe.enrich_record("incident", SYS_ID, retry=True)
+    clock.advance(pipe.settle_s + 1)
+    result = pipe.enrich_record("incident", SYS_ID, retry=True)
+    assert result.status == "skipped"
+    assert "note" in result.detail
+    assert len(conn.notes) == 1
+    # ... and the job is done for good.
+    assert pipe.enrich_record("incident", SYS_ID, retry=True).status == "skipped"
+    assert len(conn.notes) == 1
+
+
+def test_a_refused_write_releases_the_claim_at_once():
+    conn = FakeConnector({SYS_ID: new_incident()})
+    pipe = _worker(conn, MemoryClaimStore(), suggestion("category", "network"))
+    conn.fail_update.append(AuthError("forbidden", system="servicenow", status_code=403))
+    with pytest.raises(AuthError):
+        pipe.enrich_record("incident", SYS_ID)
+    assert pipe.enrich_record("incident", SYS_ID).status == "written"
+    assert len(conn.notes) == 1
+
+
+def test_a_person_edit_between_read_and_write_is_restored_and_reported():
+    conn = FakeConnector({SYS_ID: new_incident()})
+    conn.person_edits.append(("anna.b", {"category": "hardware"}))
+    pipe = _worker(
+        conn,
+        MemoryClaimStore(),
+        suggestion("category", "network", 0.99),
+        suggestion("impact", "high", 0.99),
+    )
+    result = pipe.enrich_record("incident", SYS_ID)
+    assert result.status == "conflict"
+    assert "category" in result.detail
+    assert conn.records[SYS_ID]["category"] == "hardware"  # the person's value is back
+    assert conn.records[SYS_ID]["impact"] == "1"  # our other field stays
+    fills = [n for _, n in conn.notes if "input " in n]
+    assert len(fills) == 1
+    assert any("their value is kept" in n for _, n in conn.notes)
+
+
+def test_a_person_edit_of_another_field_is_no_conflict():
+    conn = FakeConnector({SYS_ID: new_incident()})
+    conn.person_edits.append(("anna.b", {"assigned_to": "bob"}))
+    pipe = _worker(conn, MemoryClaimStore(), suggestion("category", "network", 0.99))
+    assert pipe.enrich_record("incident", SYS_ID).status == "written"
+    assert len(conn.notes) == 1
