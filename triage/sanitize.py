@@ -11,8 +11,8 @@ What survives, for a field value (``sanitize_value``):
 * no control (Cc), format (Cf, which holds every bidi override/isolate/mark) or surrogate char;
 * no markup: entities are decoded (to a fixed point, so ``&amp;lt;img`` is caught as well as
   ``&lt;img``), then HTML tags, comments and ``[code]``/``[/code]`` (any case, spaces inside
-  the brackets) are removed, and a ``<`` survives only before whitespace, a digit or ``=``
-  (``< 5 ms``), so nothing in the output can open a tag;
+  the brackets) are removed, and a ``<`` survives only before a digit, ``=`` or a space and
+  more text (``< 5 ms``), so nothing in the output can open a tag;
 * no leading bracket tag (``[auto-triage]``, ``[External]``) and no leading "Filled
   automatically": a value never imitates our own note;
 * NFC-normalised, and cut to the limit at a word boundary with "…".
@@ -64,8 +64,8 @@ _ELLIPSIS = "…"
 # A tag: "<" then a letter, "/", "!" or "?" (what opens a tag, comment or processing
 # instruction in an HTML tokenizer) up to the next ">".
 _HTML_TAG = re.compile(r"<[A-Za-z/!?][^<>]*>")
-# Any "<" left that is not followed by whitespace, a digit or "=" (and one at the very end).
-_TAG_OPEN = re.compile(r"<(?![\s\d=])")
+# Any "<" left, unless a digit, "=" or spaces and then more text on the line follow it.
+_TAG_OPEN = re.compile(r"<(?![\d=]|[ \t]+\S)")
 _CODE_TAG = re.compile(r"\[\s*/?\s*code\b[^\[\]]{0,100}\]", re.IGNORECASE)
 _CODE_OPEN = re.compile(r"\[(?=\s*/?\s*code)", re.IGNORECASE)
 _LEADING_TAG = re.compile(r"^\[[^\[\]]{0,80}\]\s*")
@@ -186,8 +186,11 @@ def _strip_invisible(text: str, keep_newlines: bool) -> str:
 
 
 def _tidy(line: str) -> str:
-    """One space between words; no "<" at the end (its space, which kept it, is gone)."""
-    return " ".join(line.split()).rstrip(" <")
+    """One space between words, none at the ends.
+
+    Safe after ``_clean``: every pattern it removes reads any whitespace run like one space.
+    """
+    return " ".join(line.split())
 
 
 def _cut(text: str, limit: int) -> str:

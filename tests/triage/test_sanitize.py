@@ -7,7 +7,7 @@ import re
 import unicodedata
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from enrichers.summary import SummaryEnricher
@@ -252,6 +252,7 @@ def test_any_value_comes_out_safe_bounded_and_single_line(text, limit):
 
 
 @given(texts, st.integers(min_value=1, max_value=NOTE_MAX_CHARS))
+@example("[&lt\nCODE", NOTE_MAX_CHARS)  # found by the deep profile: "<" then a line break
 def test_any_note_comes_out_safe_bounded_and_idempotent(text, limit):
     out = sanitize_note(text, max_chars=limit)
     check_output(out, limit, note=True)
