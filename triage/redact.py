@@ -45,23 +45,19 @@ __all__ = [
 MARKER = "***"
 # Shorter secrets are scrubbed only as whole tokens and without the base64 search.
 MIN_SEARCH_LEN = 4
-# scrub() repeats until nothing changes; every pass removes at least one character that is not
-# part of the marker, so this cap is never reached in practice.
+# scrub() repeats until nothing changes (a replacement can join its neighbours into a new
+# match, "xx***" → "x***" for the secret "x***"); the cap only guards against the pathological.
 MAX_PASSES = 8
+# The longest way one character is written (``\uD83D\uDE00``, four %xx escapes).
+MAX_CHAR_FORM = 12
+# How much of a body ``excerpt`` scrubs at first.
+EXCERPT_WINDOW = 4096
 
 _Secret = str | SecretStr | SecretBytes | None
 
-_JSON_SHORT = {
-    '"': '"',
-    "\\": "\\",
-    "/": "/",
-    "\b": "b",
-    "\f": "f",
-    "\n": "n",
-    "\r": "r",
-    "\t": "t",
-}
-_HTML = {"&": ("amp",), "<": ("lt",), ">": ("gt",), '"': ("quot",), "'": ("apos",)}
+# JSON's two-character escapes: '"' is written \", a newline \n, and so on.
+_JSON_SHORT = dict(zip('"\\/\b\f\n\r\t', '"\\/bfnrt', strict=True))
+_HTML = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
 _CREDENTIAL_FIELDS = r"client_secret|password|passwd|access_token|refresh_token|api[-_]?key"
 # "Authorization: Basic xyz", "'authorization': 'Bearer xyz'", "Authorization=xyz".
 _AUTH_HEADER = re.compile(
@@ -125,8 +121,7 @@ def _char_pattern(char: str) -> str:
     elif ord(char) >= 0x10000:
         alternatives.append(r"\\U" + _hex(ord(char), 8))
     if char in _HTML:
-        names = "|".join(_HTML[char])
-        alternatives.append(f"&(?:{names}|#0*{ord(char)}|#[xX]0*{_hex(ord(char), 2)});")
+        alternatives.append(f"&(?:{_HTML[char]}|#0?{ord(char)}|#[xX]0?{_hex(ord(char), 2)});")
     return "(?:" + "|".join(alternatives) + ")"
 
 
@@ -178,6 +173,7 @@ class Redactor:
         self._secrets: dict[str, None] = {}
         self._literals: dict[str, None] = {}
         self._pattern: re.Pattern[str] | None = None
+        self._longest_form = 0
         for secret in secrets:
             self.add(secret)
 
@@ -236,8 +232,17 @@ class Redactor:
 
         Scrubbing first matters: cutting first could leave the head of a secret at the end.
         """
-        collapsed = " ".join(self.scrub(text).split())
-        return self.scrub(collapsed)[:limit]
+        # A huge body (an HTML error page) is not scrubbed whole: a head is enough when what
+        # is left after scrubbing reaches past the cut by more than one secret's longest form,
+        # since only the form cut at the head's end can survive, and it sits at the very end.
+        reach = limit + self._longest_form
+        size = max(EXCERPT_WINDOW, 4 * reach)
+        while True:
+            head = text[:size]
+            clean = self.scrub(" ".join(self.scrub(head).split()))
+            if size >= len(text) or len(clean) > reach:
+                return clean[:limit]
+            size *= 4
 
     def _rebuild(self) -> None:
         # Longest first: where one secret contains another, the longer must win the alternation.
@@ -252,6 +257,10 @@ class Redactor:
                 weighted.extend((len(core), re.escape(core)) for core in _base64_cores(raw))
         weighted.extend((len(lit), re.escape(lit)) for lit in self._literals)
         weighted.sort(key=lambda item: -item[0])
+        self._longest_form = max(
+            [MAX_CHAR_FORM * len(s) for s in self._secrets] + [len(lit) for lit in self._literals],
+            default=0,
+        )
         self._pattern = re.compile("|".join(src for _, src in weighted)) if weighted else None
 
 
