@@ -11,7 +11,7 @@ A ``Redactor`` knows the process's secrets and replaces every form of each one w
 
 Secrets we do not know are caught by shape: the credentials after ``Bearer``/``Basic``, the
 value of an ``Authorization`` header, and ``client_secret``/``password``/``access_token``/
-``refresh_token``/``api-key`` values in form, JSON or dict syntax.
+``refresh_token``/``api-key``/``AccountKey``/``sig`` values in form, JSON or dict syntax.
 
 Trade-offs: a secret shorter than four characters is scrubbed only as a whole token (its raw or
 encoded form not touching a letter, digit or ``_``) and without the base64 search, because
@@ -58,7 +58,10 @@ _Secret = str | SecretStr | SecretBytes | None
 # JSON's two-character escapes: '"' is written \", a newline \n, and so on.
 _JSON_SHORT = dict(zip('"\\/\b\f\n\r\t', '"\\/bfnrt', strict=True))
 _HTML = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
-_CREDENTIAL_FIELDS = r"client_secret|password|passwd|access_token|refresh_token|api[-_]?key"
+# Field names whose value is a credential (AccountKey: a Storage connection string).
+_CREDENTIAL_FIELDS = (
+    r"client_secret|password|passwd|access_token|refresh_token|api[-_]?key|accountkey|sig"
+)
 # "Authorization: Basic xyz", "'authorization': 'Bearer xyz'", "Authorization=xyz".
 _AUTH_HEADER = re.compile(
     r"(?i)((?<![A-Za-z0-9])(?:proxy-)?authorization\\?[\"']?\s*[:=]\s*\\?[\"']?)"

@@ -87,6 +87,14 @@ def test_text_without_secrets_is_left_alone():
         ),
         ("{'api-key': 'abc123'}", "{'api-key': '***'}"),
         ("ENRICH_SERVICENOW__PASSWORD=hunter2", "ENRICH_SERVICENOW__PASSWORD=***"),
+        (
+            "DefaultEndpointsProtocol=https;AccountName=dev;AccountKey=Eby8vdM02x+/Kb==",
+            "DefaultEndpointsProtocol=https;AccountName=dev;AccountKey=***",
+        ),
+        (
+            "GET https://a.queue.core.windows.net/q?sv=1&sig=AbC%2Bd",
+            "GET https://a.queue.core.windows.net/q?sv=1&sig=***",
+        ),
     ],
 )
 def test_unknown_credentials_are_scrubbed_by_shape(text, expected):
