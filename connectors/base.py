@@ -58,16 +58,19 @@ class Connector(Protocol):
         self,
         table: str,
         record_id: str,
-        changes: Mapping[str, str],
         *,
-        read: SourceRecord,
-        stored: SourceRecord,
-    ) -> dict[str, str]:
-        """Values another writer set on ``changes``' fields between ``read`` and our update.
+        written: SourceRecord,
+        marker: str,
+        element: str,
+        read: SourceRecord | None = None,
+    ) -> dict[str, tuple[str, str]]:
+        """Set values that our update (whose note holds ``marker``) replaced.
 
-        Platforms with conditional writes (Dataverse If-Match) refuse such an update instead and
-        return ``{}`` here; ServiceNow's Table API has none, so its connector finds them after
-        the fact (sys_mod_count, then sys_audit) for the caller to restore.
+        ``{field: (their value, our value)}``; ``written`` is the record as our update left it,
+        ``read`` the record as we read it before, when known. Platforms with conditional writes
+        (Dataverse If-Match) refuse such an update instead and return ``{}``; ServiceNow's
+        Table API has none, so its connector finds them after the fact (sys_mod_count, then
+        sys_audit) for the caller to restore.
         """
         ...
 

@@ -226,33 +226,39 @@ class ServiceNowConnector:
         self,
         table: str,
         record_id: str,
-        changes: Mapping[str, str],
         *,
-        read: SourceRecord,
-        stored: SourceRecord,
-    ) -> dict[str, str]:
-        """Non-empty values our update replaced although they were set after our read.
+        written: SourceRecord,
+        marker: str,
+        element: str = "work_notes",
+        read: SourceRecord | None = None,
+    ) -> dict[str, tuple[str, str]]:
+        """``{field: (value before our update, our value)}`` where that earlier value was set.
 
-        The Table API has no If-Match. Our PATCH returns the record's ``sys_mod_count``: one
-        more than the count we read means nobody wrote in between. Otherwise the ``sys_audit``
-        rows of our update (``record_checkpoint`` = that count) hold each field's old value.
+        ``written`` is the record as our update left it (the PATCH's answer, or a re-read whose
+        last update is ours); the update is recognised as ours by ``marker`` in its ``element``
+        journal entry. We only write fields that were unset when we read them, so a value set
+        just before our update was put there by someone else after our read. The Table API has
+        no If-Match: when we know the ``sys_mod_count`` we read, one more after our update means
+        nobody wrote in between (no request needed). Otherwise the ``sys_audit`` rows of our
+        update (``record_checkpoint`` = its count) hold each field's old value.
         """
-        before, after = _mod_count(read), _mod_count(stored)
-        fields = [_check_field(f) for f in changes if f not in JOURNAL_ELEMENTS]
-        if before is None or after is None or after <= before + 1 or not fields:
+        _check_table(table)
+        _check_sys_id(record_id)
+        before, after = _mod_count(read), _mod_count(written)
+        if after is None or (before is not None and after <= before + 1):
             return {}
-        query = (
-            f"tablename={_check_table(table)}^documentkey={_check_sys_id(record_id)}"
-            f"^record_checkpoint={after}^fieldnameIN{','.join(fields)}"
-        )
-        found: dict[str, str] = {}
-        for row in self.iter_records("sys_audit", query, AUDIT_ROW_FIELDS):
-            name, old = (
-                str(row.fields.get("fieldname") or ""),
-                str(row.fields.get("oldvalue") or ""),
-            )
-            if name in changes and old and old != changes[name]:
-                found[name] = old
+        query = f"tablename={table}^documentkey={record_id}^record_checkpoint={after}"
+        rows = [r.fields for r in self.iter_records("sys_audit", query, AUDIT_ROW_FIELDS)]
+        if not any(
+            r.get("fieldname") == element and marker in str(r.get("newvalue")) for r in rows
+        ):
+            return {}  # not our update: nothing of ours to answer for
+        found: dict[str, tuple[str, str]] = {}
+        for row in rows:
+            name = str(row.get("fieldname") or "")
+            old, new = (str(row.get(k) or "") for k in ("oldvalue", "newvalue"))
+            if name not in JOURNAL_ELEMENTS and old and old != new:
+                found[name] = (old, new)
         if found:
             log.warning(
                 "servicenow: %s/%s was changed by someone else during our update: %s",
@@ -373,7 +379,9 @@ def _check_field(field: str) -> str:
     return field
 
 
-def _mod_count(record: SourceRecord) -> int | None:
+def _mod_count(record: SourceRecord | None) -> int | None:
+    if record is None:
+        return None
     try:
         return int(str(record.fields.get("sys_mod_count")))
     except ValueError:

@@ -85,22 +85,26 @@ class FakeConnector:
         self,
         table: str,
         record_id: str,
-        changes: Mapping[str, str],
         *,
-        read: SourceRecord,
-        stored: SourceRecord,
-    ) -> dict[str, str]:
-        before = int(read.fields.get("sys_mod_count") or 0)
-        after = int(stored.fields.get("sys_mod_count") or 0)
-        if after <= before + 1:
+        written: SourceRecord,
+        marker: str,
+        element: str,
+        read: SourceRecord | None = None,
+    ) -> dict[str, tuple[str, str]]:
+        after = int(written.fields.get("sys_mod_count") or 0)
+        if read is not None and after <= int(read.fields.get("sys_mod_count") or 0) + 1:
+            return {}
+        rows = [
+            r
+            for r in self.audit
+            if r["documentkey"] == record_id and r["record_checkpoint"] == str(after)
+        ]
+        if not any(r["fieldname"] == element and marker in r["newvalue"] for r in rows):
             return {}
         return {
-            row["fieldname"]: row["oldvalue"]
-            for row in self.audit
-            if row["documentkey"] == record_id
-            and row["record_checkpoint"] == str(after)
-            and row["fieldname"] in changes
-            and row["oldvalue"]
+            r["fieldname"]: (r["oldvalue"], r["newvalue"])
+            for r in rows
+            if r["fieldname"] != element and r["oldvalue"] and r["oldvalue"] != r["newvalue"]
         }
 
     def iter_records(

@@ -33,7 +33,14 @@ from triage.models import EnrichmentResult, Ticket
 from triage.policy import decide, render_note, to_changes
 from triage.sanitize import sanitize_note, sanitize_write
 
-__all__ = ["DEFAULT_LEASE_S", "DEFAULT_SETTLE_S", "Pipeline", "input_hash", "note_marker"]
+__all__ = [
+    "DEFAULT_LEASE_S",
+    "DEFAULT_SETTLE_S",
+    "NOTE_MARKER_PREFIX",
+    "Pipeline",
+    "input_hash",
+    "note_marker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +56,13 @@ def input_hash(ticket: Ticket) -> str:
     return digest.hexdigest()[:16]
 
 
+#: How the last line of our note starts; the rest is the input hash.
+NOTE_MARKER_PREFIX = "input "
+
+
 def note_marker(digest: str) -> str:
     """The line our note ends with; finding it on a record means this input was written."""
-    return f"input {digest}"
+    return f"{NOTE_MARKER_PREFIX}{digest}"
 
 
 @dataclass
@@ -77,6 +88,12 @@ class Pipeline:
         ticket = to_ticket(record.fields, self.mapping, record_id=record_id)
         user = self.mapping.integration_user
         if user and record.fields.get("sys_updated_by") == user:
+            if retry:
+                # An earlier attempt's write landed although its answer was lost: repair a
+                # person's edit it may have overwritten (the latest update is ours).
+                restored = self._restore_overwritten(record, NOTE_MARKER_PREFIX, current=record)
+                if restored:
+                    return self._result(ticket, "conflict", detail=restored)
             detail = f"last update was made by the integration user {user!r}"
             log.info("skipping %s %s: %s", record.system, record_id, detail)
             return self._result(ticket, "skipped", detail=detail)
@@ -95,6 +112,8 @@ class Pipeline:
         attempt = _Attempt()
         try:
             if (retry or claim.reclaimed) and self._already_written(record, digest):
+                # Our earlier write landed although its answer was lost, and someone updated the
+                # ticket since (else the loop guard above had answered): their update stands.
                 self.claims.complete(claim, "written")
                 return self._result(ticket, "skipped", detail="our note for this text is there")
             result = self._enrich(record, ticket, digest, attempt=attempt)
@@ -142,7 +161,9 @@ class Pipeline:
         attempt.sent = True
         stored = self.connector.update(record.table, record.record_id, body)
         log.info("wrote %s to %s %s", sorted(values), record.system, record.record_id)
-        restored = self._restore_overwritten(record, values, stored)
+        restored = self._restore_overwritten(
+            record, note_marker(digest), current=stored, read=record
+        )
         status, detail = ("conflict", restored) if restored else ("written", _check(values, stored))
         return self._result(
             ticket,
@@ -154,32 +175,48 @@ class Pipeline:
         )
 
     def _restore_overwritten(
-        self, record: SourceRecord, values: Mapping[str, str], stored: SourceRecord
+        self,
+        record: SourceRecord,
+        marker: str,
+        *,
+        current: SourceRecord,
+        read: SourceRecord | None = None,
     ) -> str:
-        """Put back what a person set between our read and our write; '' when nothing was."""
+        """Put back what a person set between our read and our write; '' when nothing was.
+
+        ``current`` is the record as it is now (our update's answer, or a fresh read); a field
+        is restored only while it still holds our value, so a later correction stands.
+        """
+        note_field = self.mapping.note_field
         try:
             theirs = self.connector.overwritten(
-                record.table, record.record_id, values, read=record, stored=stored
+                record.table,
+                record.record_id,
+                written=current,
+                marker=marker,
+                element=note_field,
+                read=read,
             )
         except ConnectorError as exc:
             log.warning("could not check %s for concurrent edits: %s", record.record_id, exc)
             return ""
         canonical = {platform: name for name, platform in self.mapping.fields.items()}
         restore = {
-            f: v
-            for f, v in theirs.items()
-            if not self.mapping.is_unset(canonical.get(f, f), v) and values.get(f) != v
+            f: old
+            for f, (old, ours) in theirs.items()
+            if f in canonical
+            and self.mapping.writes(canonical[f])
+            and not self.mapping.is_unset(canonical[f], old)
+            and str(current.fields.get(f, ours)) == ours
         }
         if not restore:
             return ""
-        names = ", ".join(f"{canonical.get(f, f)}" for f in sorted(restore))
+        names = ", ".join(canonical[f] for f in sorted(restore))
         note = sanitize_note(
             f"{self.mapping.note_prefix} Someone set {names} while this ticket was being filled "
             "automatically; their value is kept and the automatic value withdrawn."
         )
-        self.connector.update(
-            record.table, record.record_id, {**restore, self.mapping.note_field: note}
-        )
+        self.connector.update(record.table, record.record_id, {**restore, note_field: note})
         log.warning("restored %s on %s %s", sorted(restore), record.system, record.record_id)
         return f"a person's value restored: {names}"
 

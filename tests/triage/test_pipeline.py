@@ -184,3 +184,21 @@ def test_a_person_edit_of_another_field_is_no_conflict():
     pipe = _worker(conn, MemoryClaimStore(), suggestion("category", "network", 0.99))
     assert pipe.enrich_record("incident", SYS_ID).status == "written"
     assert len(conn.notes) == 1
+
+
+def test_a_lost_answer_after_a_clobbering_write_is_repaired_on_retry():
+    clock = FakeClock()
+    conn = FakeConnector({SYS_ID: new_incident()})
+    conn.person_edits.append(("anna.b", {"category": "hardware"}))
+    conn.commit_then_fail.append(UnavailableError("read timeout", system="servicenow"))
+    pipe = _worker(conn, MemoryClaimStore(now=clock.now), suggestion("category", "network", 0.99))
+    with pytest.raises(UnavailableError):
+        pipe.enrich_record("incident", SYS_ID)
+    assert conn.records[SYS_ID]["category"] == "network"  # the clobber landed
+    # A fresh job (the business rule firing on our own update) does not look: no retry.
+    assert pipe.enrich_record("incident", SYS_ID).status == "skipped"
+    assert conn.records[SYS_ID]["category"] == "network"
+    result = pipe.enrich_record("incident", SYS_ID, retry=True)  # the host's redelivery
+    assert result.status == "conflict"
+    assert conn.records[SYS_ID]["category"] == "hardware"
+    assert len([n for _, n in conn.notes if "input " in n]) == 1

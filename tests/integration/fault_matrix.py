@@ -1,0 +1,372 @@
+"""The fault matrix: the whole slice against a misbehaving ServiceNow, with the invariants counted.
+
+A small model of the Functions host drives real ``Service`` objects (one per "instance", all
+sharing one claim store, as the deployed app shares Table Storage): signed webhooks in, a
+Storage-queue model with visibility delays, redelivery after a raised invocation (30 s, up to
+5 dequeues, then poison), ``batchSize`` concurrent invocations per round. The simulator injects
+one fault family per scenario; afterwards every ticket is counted:
+
+* **lost**: no note of ours with the ticket's input hash, and the job is not in the poison queue
+  with a reason (a ticket we should have filled and silently did not);
+* **duplicate notes**: notes of ours with the same input hash beyond the first;
+* **overwritten human values**: fields a person set (before or during our work) that no longer
+  hold the person's value at the end.
+
+Fake time and real time: the host advances a fake clock (retry waits, visibility delays), while
+the simulator's late commits take real time. A redelivery 30 fake seconds later runs at once, so
+it can re-read before an in-flight commit lands (the race the claims must survive); only before
+a jump of more than ``LATE_COMMIT_BOUND_S`` does the host wait for in-flight writes, so a late
+commit stands for one that lands within that bound, inside the claim's settle time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.servicenow import ServiceNowConnector
+from connectors.state import ClaimStore, MemoryClaimStore, MemoryReplayGuard, ReplayGuard
+from enrichers import default_enrichers
+from tests.simulators import FakeClock
+from tests.simulators.servicenow import RateLimitRule, ServiceNowSimulator
+from triage.inbound import sign
+from triage.mapping import load_mapping
+from triage.models import Ticket
+from triage.pipeline import Pipeline, input_hash, note_marker
+from triage.service import Service
+from triage.settings import HttpSettings, ServiceNowSettings, Settings, WebhookSettings
+
+SECRET = "fault-matrix-secret"
+CLIENT = ("enricher-client", "enricher-client-secret")
+INTEGRATION_USER = "svc_ticket_enricher"
+PERSON = "anna.b"
+VISIBILITY_S = 30.0  # host.json visibilityTimeout: the delay before a failed job is retried
+MAX_DEQUEUE = 5  # host.json maxDequeueCount
+BATCH = 4  # host.json batchSize
+READ_TIMEOUT_S = 0.25
+LATE_S = 0.5  # a late commit: longer than the read timeout
+# The fake seconds a real-time late commit stands for: the host lets fake time run ahead of an
+# in-flight write (a redelivery after 30 s may re-read before it lands) but not past this bound,
+# which is inside the claim's settle time.
+LATE_COMMIT_BOUND_S = 45.0
+SCENARIOS = (
+    "5xx_bursts",
+    "dropped_connections",
+    "late_commit_after_timeout",
+    "commit_after_redelivered_read",
+    "429_retry_after",
+    "429_reset_only",
+    "429_no_hint",
+    "token_expiry",
+    "duplicate_delivery",
+    "person_edit_between_read_and_write",
+    "everything_at_once",
+)
+
+
+def ticket_text(i: int) -> dict[str, str]:
+    """A new ticket our enrichers fill (category, impact, urgency, summary), distinct per i."""
+    return {
+        "short_description": "",
+        "description": (
+            f"Hi team,\n\nThe VPN is down for all users in store {i} since 08:00, nobody can "
+            "work. Please help asap!\n\nBest regards\nAnna Berg\nStore manager"
+        ),
+    }
+
+
+@dataclass
+class Message:
+    body: bytes
+    visible_at: float
+    dequeue_count: int = 0
+
+
+class HostQueue:
+    """The Storage queue as the host sees it; also the JobQueue our services re-enqueue to."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.messages: list[Message] = []
+        self.lock = threading.Lock()
+
+    def send(self, message: str, *, delay_s: float = 0) -> None:
+        with self.lock:
+            self.messages.append(Message(message.encode(), self.clock.now() + delay_s))
+
+    def take(self, limit: int) -> list[Message]:
+        with self.lock:
+            now = self.clock.now()
+            ready = [m for m in self.messages if m.visible_at <= now][:limit]
+            for m in ready:
+                self.messages.remove(m)
+            return ready
+
+    def next_visible(self) -> float | None:
+        with self.lock:
+            return min((m.visible_at for m in self.messages), default=None)
+
+
+class PoisonQueue:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.lock = threading.Lock()
+
+    def send(self, message: str, *, delay_s: float = 0) -> None:
+        with self.lock:
+            self.messages.append(message)
+
+
+@dataclass
+class Outcome:
+    """What the matrix counts for one scenario."""
+
+    scenario: str
+    tickets: int
+    lost: int = 0
+    duplicate_notes: int = 0
+    overwritten_human_values: int = 0
+    poisoned: int = 0
+    conflicts_restored: int = 0
+    invocations: int = 0
+    raised: int = 0
+    throttled: int = 0
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures, as a bench prints them."""
+        out = dict(self.__dict__)
+        out.pop("notes")
+        return out
+
+
+class Matrix:
+    """One scenario's world: simulator, fake clock, host queue, N service instances."""
+
+    def __init__(
+        self,
+        sim: ServiceNowSimulator,
+        clock: FakeClock,
+        *,
+        instances: int = 2,
+        claims: Callable[[], ClaimStore] | None = None,
+        replay: Callable[[], ReplayGuard] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.sim, self.clock = sim, clock
+        self.random = random.Random(seed)
+        self.queue = HostQueue(clock)
+        self.poison = PoisonQueue()
+        shared_claims = MemoryClaimStore(now=clock.now)
+        shared_replay = MemoryReplayGuard(now=clock.now)
+        self.services = [
+            self._service(
+                claims() if claims else shared_claims, replay() if replay else shared_replay
+            )
+            for _ in range(instances)
+        ]
+        self.person_values: dict[str, dict[str, str]] = {}
+        self.markers: dict[str, str] = {}  # sys_id -> the note marker of its input
+        self.raised = 0
+        self.invocations = 0
+        self._lock = threading.Lock()
+
+    def _service(self, claims: ClaimStore, replay: ReplayGuard) -> Service:
+        def sleep(seconds: float) -> None:
+            self.clock.advance(seconds)
+
+        sn = ServiceNowSettings(
+            instance_url=self.sim.url, auth="oauth", client_id=CLIENT[0], client_secret=CLIENT[1]
+        )
+        http = HttpSettings(
+            read_timeout_s=READ_TIMEOUT_S, connect_timeout_s=1.0, backoff_initial_s=0.1,
+            backoff_max_s=2.0,
+        )  # fmt: skip
+        connector = ServiceNowConnector(
+            sn, http, sleep=sleep, now=self.clock.now, monotonic=self.clock.now
+        )
+        mapping = load_mapping()
+        pipeline = Pipeline(connector, mapping, default_enrichers(mapping), claims=claims)
+        settings = Settings(servicenow=sn, http=http, webhook=WebhookSettings(secret=SECRET))
+        return Service(
+            settings, pipeline, self.queue, self.poison, replay=replay, now=self.clock.now
+        )
+
+    def close(self) -> None:
+        for service in self.services:
+            service.pipeline.connector.close()  # type: ignore[attr-defined]
+
+    # ---- tickets and webhooks ----------------------------------------------------------------
+
+    def new_ticket(self, i: int, *, person_impact: bool) -> str:
+        fields = ticket_text(i)
+        if person_impact:  # a person already chose impact: it must survive everything
+            fields["impact"] = "2"
+        sys_id = self.sim.add_record("incident", fields, user=PERSON)
+        text = Ticket(title=fields["short_description"], description=fields["description"])
+        self.markers[sys_id] = note_marker(input_hash(text))
+        if person_impact:
+            self.person_values[sys_id] = {"impact": "2"}
+        return sys_id
+
+    def webhook(self, sys_id: str, *, copies: int = 1) -> None:
+        rec = self.sim.get_record("incident", sys_id) or {}
+        body = json.dumps(
+            {"sys_id": sys_id, "table": "incident", "number": rec.get("number"),
+             "sys_updated_by": rec.get("sys_updated_by"),
+             "sys_mod_count": int(rec.get("sys_mod_count") or 0)}
+        ).encode()  # fmt: skip
+        stamp = int(self.clock.now())
+        headers = {
+            "Content-Type": "application/json",
+            "X-Triage-Timestamp": str(stamp),
+            "X-Triage-Signature": sign(body, SECRET.encode(), stamp),
+        }
+        reply = self.services[0].accept_servicenow_webhook(body, headers)
+        if reply.job is None:
+            raise AssertionError(f"webhook refused: {reply.status} {reply.body}")
+        for _ in range(copies):  # duplicate delivery: the same job handed out more than once
+            self.queue.send(reply.job.to_message())
+
+    def edit_between_read_and_write(self, sys_ids: set[str]) -> None:
+        """On our first PATCH of each ticket, a person sets category first (a forced race)."""
+        pending = set(sys_ids)
+        lock = threading.Lock()
+
+        def person(table: str, sys_id: str, body: dict[str, Any]) -> None:
+            with lock:
+                if sys_id not in pending or "work_notes" not in body:
+                    return
+                pending.discard(sys_id)
+            self.sim.update_record(table, sys_id, {"category": "hardware"}, user=PERSON)
+            with self._lock:
+                self.person_values.setdefault(sys_id, {})["category"] = "hardware"
+
+        self.sim.before_write(person)
+
+    # ---- the host ----------------------------------------------------------------------------
+
+    def run(
+        self, inject: Callable[[Matrix, int], None] | None = None, max_rounds: int = 400
+    ) -> None:
+        """Deliver until the queue is empty; ``inject(matrix, round)`` runs before each round."""
+        with ThreadPoolExecutor(BATCH * len(self.services)) as pool:
+            for rounds in range(max_rounds):
+                if inject is not None:
+                    inject(self, rounds)
+                batch = self.queue.take(BATCH * len(self.services))
+                if not batch:
+                    upcoming = self.queue.next_visible()
+                    if upcoming is None:
+                        return
+                    jump = max(0.0, upcoming - self.clock.now()) + 0.001
+                    if jump > LATE_COMMIT_BOUND_S:
+                        self.sim.wait_idle(10.0)  # late commits land before time jumps past them
+                    self.clock.advance(jump)
+                    continue
+                jobs = [(self.services[i % len(self.services)], m) for i, m in enumerate(batch)]
+                list(pool.map(lambda job: self._invoke(*job), jobs))
+            raise AssertionError(f"queue not drained after {max_rounds} rounds")
+
+    def _invoke(self, service: Service, message: Message) -> None:
+        message.dequeue_count += 1
+        with self._lock:
+            self.invocations += 1
+        try:
+            service.process_job(message.body, dequeue_count=message.dequeue_count)
+        except Exception:
+            with self._lock:
+                self.raised += 1
+            if message.dequeue_count >= MAX_DEQUEUE:
+                self.poison.send(message.body.decode())  # the host moves it to -poison as is
+                return
+            message.visible_at = self.clock.now() + VISIBILITY_S
+            with self.queue.lock:
+                self.queue.messages.append(message)
+
+    # ---- counting ----------------------------------------------------------------------------
+
+    def count(self, scenario: str, sys_ids: list[str]) -> Outcome:
+        self.sim.wait_idle(10.0)
+        outcome = Outcome(scenario, len(sys_ids), invocations=self.invocations, raised=self.raised)
+        poisoned = {_record_of(m) for m in self.poison.messages}
+        outcome.poisoned = len(self.poison.messages)
+        for sys_id in sys_ids:
+            rec = self.sim.get_record("incident", sys_id) or {}
+            marker = self.markers[sys_id]
+            notes = [n["value"] for n in self.sim.journal(sys_id, "work_notes")]
+            ours = [n for n in notes if marker in n]
+            outcome.notes[sys_id] = len(ours)
+            if not ours and sys_id not in poisoned:
+                outcome.lost += 1
+            outcome.duplicate_notes += max(0, len(ours) - 1)
+            outcome.conflicts_restored += sum("their value is kept" in n for n in notes)
+            for name, value in self.person_values.get(sys_id, {}).items():
+                outcome.overwritten_human_values += rec.get(name) != value
+        outcome.throttled = sum(1 for r in self.sim.request_log if r.status == 429)
+        return outcome
+
+
+def _record_of(message: str) -> str:
+    try:
+        data = json.loads(message)
+        if "message" in data:  # our poison envelope
+            data = json.loads(data["message"])
+        return str(data.get("record_id", ""))
+    except (ValueError, AttributeError):
+        return hashlib.sha256(message.encode()).hexdigest()
+
+
+# ---- the scenarios ---------------------------------------------------------------------------
+
+
+def run_scenario(
+    scenario: str,
+    sim: ServiceNowSimulator,
+    clock: FakeClock,
+    *,
+    tickets: int,
+    seed: int = 0,
+    claims: Callable[[], ClaimStore] | None = None,
+) -> Outcome:
+    """Create ``tickets`` new incidents, deliver their webhooks under ``scenario``, count."""
+    matrix = Matrix(sim, clock, claims=claims, seed=seed)
+    try:
+        rnd = matrix.random
+        sys_ids = [matrix.new_ticket(i, person_impact=i % 3 == 0) for i in range(tickets)]
+        everything = scenario == "everything_at_once"
+        copies = 2 if scenario == "duplicate_delivery" or everything else 1
+        if scenario == "person_edit_between_read_and_write" or everything:
+            matrix.edit_between_read_and_write(set(sys_ids[::2]))
+        rules = {"429_retry_after": "retry_after", "429_reset_only": "reset_only",
+                 "429_no_hint": "none"}  # fmt: skip
+        if scenario in rules:
+            sim.set_rate_limit(RateLimitRule(limit=max(8, tickets), mode=rules[scenario]))  # type: ignore[arg-type]
+        for sys_id in sys_ids:
+            matrix.webhook(sys_id, copies=copies)
+
+        def inject(m: Matrix, round_no: int) -> None:
+            if scenario in ("5xx_bursts",) or (everything and round_no % 4 == 0):
+                sim.fail_next(rnd.randint(1, 3), status=rnd.choice([500, 502, 503]))
+            if scenario == "dropped_connections" or (everything and round_no % 4 == 1):
+                sim.drop_next(rnd.randint(1, 2))
+            if scenario == "late_commit_after_timeout" or (everything and round_no % 4 == 2):
+                sim.commit_then_delay(1, LATE_S)
+            if scenario == "commit_after_redelivered_read" or (everything and round_no % 4 == 3):
+                sim.delay_then_commit(1, LATE_S)
+            if scenario == "token_expiry" or everything:
+                sim.expire_tokens()
+
+        matrix.run(inject)
+        sim.reset_faults()
+        sim.before_write(None)
+        sim.set_rate_limit(None)
+        return matrix.count(scenario, sys_ids)
+    finally:
+        matrix.close()
