@@ -88,12 +88,12 @@ class Pipeline:
         ticket = to_ticket(record.fields, self.mapping, record_id=record_id)
         user = self.mapping.integration_user
         if user and record.fields.get("sys_updated_by") == user:
-            if retry:
-                # An earlier attempt's write landed although its answer was lost: repair a
-                # person's edit it may have overwritten (the latest update is ours).
-                restored = self._restore_overwritten(record, NOTE_MARKER_PREFIX, current=record)
-                if restored:
-                    return self._result(ticket, "conflict", detail=restored)
+            # The latest update is ours. If it was a fill whose answer was lost (timeout, drop),
+            # nobody checked it for a person's edit it overwrote: do it now. The business rule
+            # fires on insert only, so this path is rare (a redelivery or a duplicate job).
+            restored = self._restore_overwritten(record, NOTE_MARKER_PREFIX, current=record)
+            if restored:
+                return self._result(ticket, "conflict", detail=restored)
             detail = f"last update was made by the integration user {user!r}"
             log.info("skipping %s %s: %s", record.system, record_id, detail)
             return self._result(ticket, "skipped", detail=detail)

@@ -51,6 +51,7 @@ MAX_DEQUEUE = 5  # host.json maxDequeueCount
 BATCH = 4  # host.json batchSize
 READ_TIMEOUT_S = 0.25
 LATE_S = 0.5  # a late commit: longer than the read timeout
+FAULT_ROUNDS = 12  # delivery rounds with faults injected; calm afterwards
 # The fake seconds a real-time late commit stands for: the host lets fake time run ahead of an
 # in-flight write (a redelivery after 30 s may re-read before it lands) but not past this bound,
 # which is inside the claim's settle time.
@@ -137,6 +138,7 @@ class Outcome:
     invocations: int = 0
     raised: int = 0
     throttled: int = 0
+    failed_writes: int = 0  # PATCHes answered 5xx or dropped
     notes: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -309,7 +311,11 @@ class Matrix:
             outcome.conflicts_restored += sum("their value is kept" in n for n in notes)
             for name, value in self.person_values.get(sys_id, {}).items():
                 outcome.overwritten_human_values += rec.get(name) != value
-        outcome.throttled = sum(1 for r in self.sim.request_log if r.status == 429)
+        log = self.sim.request_log
+        outcome.throttled = sum(1 for r in log if r.status == 429)
+        outcome.failed_writes = sum(
+            1 for r in log if r.method == "PATCH" and (r.status == 0 or r.status >= 500)
+        )
         return outcome
 
 
@@ -352,10 +358,21 @@ def run_scenario(
             matrix.webhook(sys_id, copies=copies)
 
         def inject(m: Matrix, round_no: int) -> None:
+            # Bursts, then calm: faults injected every round forever would (rightly) poison
+            # the last jobs after five failed deliveries; a burst must be ridden out.
+            if round_no == FAULT_ROUNDS:
+                sim.reset_faults()
+            if round_no >= FAULT_ROUNDS:
+                return
+            # Bursts on any request (reads retry in process), and on writes in particular.
             if scenario in ("5xx_bursts",) or (everything and round_no % 4 == 0):
-                sim.fail_next(rnd.randint(1, 3), status=rnd.choice([500, 502, 503]))
+                status = rnd.choice([500, 502, 503])
+                sim.fail_next(rnd.randint(1, 4), status=status)
+                sim.refuse_writes(rnd.randint(0, 2), status=status)
             if scenario == "dropped_connections" or (everything and round_no % 4 == 1):
-                sim.drop_next(rnd.randint(1, 2))
+                sim.drop_next(rnd.randint(1, 3))
+                sim.drop_writes(rnd.randint(0, 1))
+                sim.commit_then_drop(rnd.randint(0, 1))
             if scenario == "late_commit_after_timeout" or (everything and round_no % 4 == 2):
                 sim.commit_then_delay(1, LATE_S)
             if scenario == "commit_after_redelivered_read" or (everything and round_no % 4 == 3):

@@ -37,6 +37,10 @@ def test_no_ticket_lost_no_note_doubled_no_human_value_overwritten(sim_clock, sc
     assert (outcome.lost, outcome.duplicate_notes, outcome.overwritten_human_values) == (0, 0, 0)
     assert outcome.poisoned == 0
     assert all(n == 1 for n in outcome.notes.values()), outcome.notes
+    if scenario in ("5xx_bursts", "dropped_connections"):
+        assert outcome.failed_writes > 0  # the faults reached the writes, not only the reads
+    if scenario.startswith("429"):
+        assert outcome.throttled > 0
     if scenario == "person_edit_between_read_and_write":
         assert outcome.conflicts_restored == TICKETS // 2  # every forced race was repaired
 

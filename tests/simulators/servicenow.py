@@ -219,6 +219,14 @@ class ServiceNowSimulator(LoopbackServer):
         """
         self._write_faults.stage("delay_then_commit", count, delay_s)
 
+    def refuse_writes(self, count: int, status: int = 503) -> None:
+        """The next ``count`` writes are answered ``status`` (a 5xx) and not applied."""
+        self._write_faults.stage("refuse", count, status=status)
+
+    def drop_writes(self, count: int = 1) -> None:
+        """The next ``count`` writes are not applied; the connection closes without an answer."""
+        self._write_faults.stage("drop_uncommitted", count)
+
     def wait_idle(self, timeout_s: float = 5.0) -> bool:
         """Wait until every write caught by a staged write fault has committed and answered.
 
@@ -546,6 +554,11 @@ class ServiceNowSimulator(LoopbackServer):
         staged = self._write_faults.take()
         if staged is None:
             return self._apply_write(req, user, table, sys_id)
+        if staged.kind in ("refuse", "drop_uncommitted"):
+            self._write_faults.done()
+            resp = _error(staged.status, "Service Unavailable", "write not applied")
+            resp.drop = staged.kind == "drop_uncommitted"
+            return resp
         try:
             late = staged.delay_s if staged.kind == "delay_then_commit" else 0.0
             resp = self._apply_write(req, user, table, sys_id, commit_after_s=late)

@@ -195,6 +195,25 @@ def test_commit_then_drop_hangs_up_after_committing(sim, http, inc):
     assert http.patch(url, json={"impact": "2"}, timeout=5).status_code == 200
 
 
+def test_refuse_writes_answers_5xx_and_applies_nothing(sim, http, inc):
+    sim.refuse_writes(1, status=502)
+    url = f"{sim.url}{TABLE}/{inc}"
+    resp = http.patch(url, json={"impact": "1", "work_notes": "no"}, timeout=5)
+    assert resp.status_code == 502
+    assert (stored(sim, inc)["impact"], sim.journal(inc)) == ("3", [])
+    assert http.get(url, timeout=5).status_code == 200  # reads are not taken by write faults
+    assert http.patch(url, json={"impact": "2"}, timeout=5).status_code == 200
+
+
+def test_drop_writes_hangs_up_without_applying(sim, http, inc):
+    sim.drop_writes(1)
+    url = f"{sim.url}{TABLE}/{inc}"
+    with pytest.raises(requests.ConnectionError):
+        http.patch(url, json={"impact": "1", "work_notes": "no"}, timeout=5)
+    assert (stored(sim, inc)["impact"], sim.journal(inc)) == ("3", [])
+    assert [(e.method, e.status) for e in sim.request_log] == [("PATCH", 0)]
+
+
 def test_delay_then_commit_lands_after_the_client_gave_up(sim, http, inc):
     sim.delay_then_commit(1, HOLD_S)
     url = f"{sim.url}{TABLE}/{inc}"

@@ -14,7 +14,9 @@ from typing import Literal
 
 __all__ = ["StagedWrite", "WriteFaultKind", "WriteFaults"]
 
-WriteFaultKind = Literal["commit_then_delay", "commit_then_drop", "delay_then_commit"]
+WriteFaultKind = Literal[
+    "commit_then_delay", "commit_then_drop", "delay_then_commit", "refuse", "drop_uncommitted"
+]
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class StagedWrite:
 
     kind: WriteFaultKind
     delay_s: float = 0.0
+    status: int = 503  # for "refuse": the 5xx answered instead of applying the write
 
 
 class WriteFaults:
@@ -37,12 +40,14 @@ class WriteFaults:
         self._in_flight = 0
         self._cond = threading.Condition()
 
-    def stage(self, kind: WriteFaultKind, count: int, delay_s: float = 0.0) -> None:
+    def stage(
+        self, kind: WriteFaultKind, count: int, delay_s: float = 0.0, status: int = 503
+    ) -> None:
         """Apply ``kind`` to the next ``count`` writes (after those staged before)."""
         if count < 0 or delay_s < 0:
             raise ValueError("count and delay_s must not be negative")
         with self._cond:
-            self._queue.extend(StagedWrite(kind, delay_s) for _ in range(count))
+            self._queue.extend(StagedWrite(kind, delay_s, status) for _ in range(count))
 
     def take(self) -> StagedWrite | None:
         """The fault for the write arriving now (counted in flight), or None."""
