@@ -303,11 +303,17 @@ def stable_order(query: str) -> str:
     return f"{query}^ORDERBYsys_id" if query else "ORDERBYsys_id"
 
 
-def build_servicenow_connector(settings: Settings) -> ServiceNowConnector:
-    """Build the connector from settings; ``ConfigError`` when ServiceNow is not configured."""
+def build_servicenow_connector(
+    settings: Settings, *, redactor: Redactor | None = None
+) -> ServiceNowConnector:
+    """Build the connector from settings; ``ConfigError`` when ServiceNow is not configured.
+
+    Pass the process's log ``redactor`` so it also learns the basic-auth encoding and each
+    OAuth token as it is issued.
+    """
     if settings.servicenow is None:
         raise ConfigError("ServiceNow is not configured (set ENRICH_SERVICENOW__INSTANCE_URL)")
-    return ServiceNowConnector(settings.servicenow, settings.http)
+    return ServiceNowConnector(settings.servicenow, settings.http, redactor=redactor)
 
 
 def _auth_for(

@@ -27,10 +27,14 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     from enrichers import default_enrichers
     from triage.mapping import load_mapping
     from triage.pipeline import Pipeline
+    from triage.redact import Redactor, install_log_redaction, secrets_of
     from triage.settings import load_settings
 
     env = os.environ if env is None else env
     settings = load_settings()
+    # Every log record of the worker is scrubbed of every form of every configured secret.
+    redactor = Redactor(secrets_of(settings))
+    install_log_redaction(redactor)
     mapping = load_mapping(settings.mapping_path)
     model = None
     if settings.model_path:
@@ -39,7 +43,7 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
         model = load_model(settings.model_path)
     connection = settings.queue.connection_setting
     pipeline = Pipeline(
-        connector=build_servicenow_connector(settings),
+        connector=build_servicenow_connector(settings, redactor=redactor),
         mapping=mapping,
         enrichers=default_enrichers(mapping, model=model, summarizer=build_summarizer(settings)),
         # Shared by every instance: exactly one write per (record, input) across the app.

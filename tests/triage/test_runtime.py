@@ -1,7 +1,11 @@
+import logging
+from urllib.parse import quote_plus
+
 import pytest
 
 from connectors.queue import StorageJobQueue
 from connectors.servicenow import ServiceNowConnector
+from connectors.state import TableClaimStore, TableReplayGuard
 from enrichers.summary import FallbackSummarizer
 from triage.errors import ConfigError
 from triage.runtime import ServiceProvider, build_service, build_summarizer
@@ -31,6 +35,35 @@ def test_build_service_from_app_settings(env):
     assert service.requeue.queue_name == "enrich-jobs"
     assert service.poison.queue_name == "enrich-jobs-poison"
     assert [e.name for e in service.pipeline.enrichers] == ["keywords", "priority", "summary"]
+    # Claims and the replay guard are shared by every instance: Table Storage, not memory.
+    assert isinstance(service.pipeline.claims, TableClaimStore)
+    assert isinstance(service.replay, TableReplayGuard)
+
+
+def test_build_service_scrubs_configured_secrets_from_every_log_record(env, monkeypatch):
+    secret = "s3cr3t+/&=pw-0123456789"
+    monkeypatch.setenv("ENRICH_SERVICENOW__PASSWORD", secret)
+    root = logging.getLogger()
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    root.addHandler(handler)
+    before = list(root.filters)
+    try:
+        build_service(env)
+        logging.getLogger("connectors.anything").warning(
+            "echoed %s and %s", secret, quote_plus(secret)
+        )
+    finally:
+        root.removeHandler(handler)
+        root.filters[:] = before
+    [record] = [r for r in records if r.name == "connectors.anything"]
+    assert secret not in record.getMessage()
+    assert quote_plus(secret) not in record.getMessage()
 
 
 def test_bad_setting_fails_with_config_error_naming_it(env, monkeypatch):
