@@ -30,8 +30,8 @@ from enrichers.engine import run_enrichers
 from triage.errors import ClaimedError, ConnectorError, ThrottledError, UnavailableError
 from triage.mapping import FieldMapping, to_ticket
 from triage.models import EnrichmentResult, Ticket
-from triage.policy import decide, render_note, to_changes
-from triage.sanitize import sanitize_note, sanitize_write
+from triage.policy import decide, render_note, to_changes, write_limits
+from triage.sanitize import NOTE_MAX_CHARS, sanitize_note, sanitize_write
 
 __all__ = [
     "DEFAULT_LEASE_S",
@@ -144,12 +144,15 @@ class Pipeline:
             detail = "no suggestion cleared the policy"
             return self._result(ticket, "nothing_to_write", detail=detail, **base)
         note_field = self.mapping.note_field
+        marker = note_marker(digest)
+        # The marker must survive the note's length cut: cut the rest, then append it.
+        text = sanitize_note(
+            render_note(decisions, self.mapping), max_chars=NOTE_MAX_CHARS - len(marker) - 1
+        )
         body = sanitize_write(
-            {
-                **changes,
-                note_field: f"{render_note(decisions, self.mapping)}\n{note_marker(digest)}",
-            },
+            {**changes, note_field: f"{text}\n{marker}"},
             note_field=note_field,
+            limits=write_limits(self.mapping),
         )
         values = {k: v for k, v in body.items() if k != note_field}
         if not values:
