@@ -1,5 +1,6 @@
 """The Functions handlers, called with constructed HttpRequest / QueueMessage objects."""
 
+import hashlib
 import json
 
 import azure.functions as func
@@ -65,7 +66,7 @@ def signed(body, ctype="application/json"):
 
 def test_functions_are_indexed():
     names = {f.get_function_name() for f in function_app.app.get_functions()}
-    assert names == {"servicenow_webhook", "enrich_worker"}
+    assert names == {"servicenow_webhook", "enrich_worker", "state_cleanup"}
 
 
 def test_webhook_enqueues_and_answers_202(service):
@@ -130,6 +131,26 @@ def test_worker_raises_transient_errors_for_host_retry(service):
         function_app.enrich_worker(msg)
 
 
-def test_worker_sends_undecodable_message_to_poison(service):
-    function_app.enrich_worker(func.QueueMessage(id="1", body=b"\xff\xfe garbage"))
-    assert len(service.poison.sent) == 1
+@pytest.mark.parametrize("raw", [b"\xff\xfe garbage", b"\xff" * 30 * 1024])
+def test_worker_poisons_undecodable_bytes_with_their_hash(service, raw):
+    # The worker used to decode with errors="replace": the hash was of other bytes, and 30 KiB
+    # of bad bytes became 90 KiB of text that the poison queue refused.
+    function_app.enrich_worker(func.QueueMessage(id="1", body=raw))
+    [poisoned] = service.poison.messages
+    envelope = json.loads(poisoned)
+    assert envelope["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert envelope["size"] == len(raw)
+    assert envelope["reason"].startswith("malformed_job: job message is not UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"X-Triage-Timestamp": "9" * 400, "X-Triage-Signature": "v1=AAAA"}, 401),
+        ({**signed(b"{}"), "Content-Type": "text/x" + "\r\n" * 25_000}, 415),
+    ],
+)
+def test_webhook_hostile_headers_get_a_bounded_4xx(service, headers, status):
+    resp = function_app.servicenow_webhook(request(b"{}", headers), Out())
+    assert resp.status_code == status
+    assert len(resp.get_body()) <= 500

@@ -17,7 +17,7 @@ body is decoded strictly; a ``charset`` other than utf-8 in the Content-Type is 
 and so is a byte order mark (400): §8.1 says senders MUST NOT add one and a parser MAY ignore
 it; we refuse it so that one accepted request has one byte spelling, and the business rule
 never sends one. NaN/Infinity, non-finite numbers, numbers longer than ``MAX_NUMBER_CHARS`` and
-nesting deeper than the interpreter allows are refused as malformed JSON.
+nesting deeper than ``MAX_JSON_DEPTH`` are refused as malformed JSON.
 
 Every refusal is an ``InboundError`` whose message names the problem, is at most
 ``MAX_MESSAGE_CHARS`` long and never carries the body; anything taken from a header is cut by
@@ -45,6 +45,7 @@ from triage.models import SYS_ID_PATTERN, TABLE_PATTERN
 
 __all__ = [
     "EXCERPT_CHARS",
+    "MAX_JSON_DEPTH",
     "MAX_MESSAGE_CHARS",
     "MAX_NUMBER_CHARS",
     "SIGNATURE_HEADER",
@@ -69,6 +70,8 @@ EXCERPT_CHARS = 40
 MAX_MESSAGE_CHARS = 300
 #: A JSON number (sign, digits, fraction, exponent) longer than this is refused.
 MAX_NUMBER_CHARS = 32
+#: Arrays and objects nested deeper than this are refused (the business rule sends flat JSON).
+MAX_JSON_DEPTH = 32
 
 _TIMESTAMP = re.compile(r"0|[1-9][0-9]{0,11}")  # ASCII digits only: [0-9] is not \d
 _ELLIPSIS = "…"
@@ -178,17 +181,36 @@ def parse_json(text: str) -> Any:
     """``json.loads`` for untrusted text; raises ``ValueError`` with a short reason.
 
     Refuses NaN/Infinity, numbers that overflow a float, numbers longer than
-    ``MAX_NUMBER_CHARS`` and nesting deeper than the interpreter's recursion limit; the reason
-    gives positions and limits, never the input.
+    ``MAX_NUMBER_CHARS`` and nesting deeper than ``MAX_JSON_DEPTH`` (whatever the
+    interpreter's recursion limit); the reason gives positions and limits, never the input.
     """
     try:
-        return json.loads(
+        value = json.loads(
             text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
         )
     except json.JSONDecodeError as exc:
         raise ValueError(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:
-        raise ValueError("nested too deeply") from exc
+        raise ValueError(f"nested too deeply (the limit is {MAX_JSON_DEPTH})") from exc
+    if _too_deep(value):
+        raise ValueError(f"nested too deeply (the limit is {MAX_JSON_DEPTH})")
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _parse_int(text: str) -> int:

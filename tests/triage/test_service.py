@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import pytest
@@ -6,7 +7,7 @@ from connectors.queue import InMemoryJobQueue
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
 from triage.errors import AuthError, ThrottledError, UnavailableError
 from triage.inbound import sign
-from triage.jobs import EnrichJob
+from triage.jobs import EnrichJob, message_bytes
 from triage.mapping import load_mapping
 from triage.pipeline import Pipeline
 from triage.service import Service
@@ -116,12 +117,25 @@ def test_transient_failure_raises_for_a_host_retry():
     assert svc.poison.sent == []
 
 
+def envelope(message: str) -> dict:
+    return json.loads(message)
+
+
 def test_permanent_failure_and_malformed_jobs_go_to_poison_at_once():
     svc, conn = make_service(incident())
     conn.fail_next.append(AuthError("denied", system="servicenow", status_code=403))
     assert svc.process_job(job()) is None
     assert svc.process_job("not json") is None
-    assert svc.poison.messages == [job(), "not json"]
+    permanent, malformed = map(envelope, svc.poison.messages)
+    assert permanent == {
+        "reason": "AuthError: [servicenow, HTTP 403] denied",
+        "sha256": hashlib.sha256(job().encode()).hexdigest(),
+        "size": len(job()),
+        "message": job(),
+    }
+    assert malformed["reason"].startswith("malformed_job: job message is not JSON")
+    assert malformed["message"] == "not json"
+    assert malformed["sha256"] == hashlib.sha256(b"not json").hexdigest()
 
 
 def test_deleted_record_is_dropped():
@@ -160,8 +174,65 @@ def test_random_garbage_jobs_go_to_poison_without_raising():
 
     rng = random.Random(99)
     svc, _ = make_service(incident())
-    garbage = ["", "{}", "[]", '{"version": 2}', job().replace("incident", "INCIDENT")]
-    garbage += [rng.randbytes(rng.randint(1, 200)).decode("utf-8", "replace") for _ in range(50)]
-    for text in garbage:
-        assert svc.process_job(text) is None
-    assert svc.poison.messages == garbage
+    garbage: list[bytes | str] = ["", "{}", "[]", '{"version": 2}']
+    garbage += [job().replace("incident", "INCIDENT")]
+    garbage += [rng.randbytes(rng.randint(1, 200)) for _ in range(50)]
+    for raw in garbage:
+        assert svc.process_job(raw) is None
+    digests = [envelope(m)["sha256"] for m in svc.poison.messages]
+    assert digests == [hashlib.sha256(message_bytes(raw)).hexdigest() for raw in garbage]
+
+
+def test_job_arrives_as_bytes():
+    svc, conn = make_service(incident())
+    assert svc.process_job(job().encode()) is not None
+    assert conn.records[SYS_ID]["category"] == "network"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        job().replace('"version":1', '"version":true'),
+        job().replace(f'"received_at":{NOW}', '"received_at":1e999'),
+        job().replace(f'"received_at":{NOW}', '"received_at":' + "1" * 4400),
+        "[" * 5000 + "]" * 5000,
+        job().encode()[:-1] + b"\xff}",
+    ],
+)
+def test_lax_or_unparseable_jobs_are_poisoned_not_run(raw):
+    svc, conn = make_service(incident())
+    assert svc.process_job(raw) is None
+    [poisoned] = svc.poison.messages
+    assert envelope(poisoned)["sha256"] == hashlib.sha256(message_bytes(raw)).hexdigest()
+    assert conn.records[SYS_ID]["category"] == "inquiry"
+
+
+@pytest.mark.parametrize("raw", ["x" * 60_000, b"\xff" * 30_000, "é" * 40_000])
+def test_oversize_malformed_job_is_poisoned_within_the_queue_limit(raw):
+    # Sending the raw message used to raise RejectedError (64 KiB once base64 encoded).
+    svc, _ = make_service(incident())
+    assert svc.process_job(raw) is None
+    [poisoned] = svc.poison.messages
+    assert envelope(poisoned)["size"] == len(message_bytes(raw))
+    assert "…[truncated " in envelope(poisoned)["message"]
+
+
+def test_malformed_job_with_the_poison_queue_down_is_logged_by_hash_not_content(caplog):
+    svc, _ = make_service(incident())
+    svc.poison.error = UnavailableError("send message: down", system="storage")
+    raw = "SECRET-TICKET-TEXT " * 100
+    assert svc.process_job(raw) is None
+    [record] = [r for r in caplog.records if "could not be poisoned" in r.getMessage()]
+    text = record.getMessage()
+    assert hashlib.sha256(raw.encode()).hexdigest() in text and str(len(raw)) in text
+    assert "SECRET-TICKET-TEXT" not in text
+
+
+def test_permanent_failure_with_the_poison_queue_down_raises_for_a_host_retry():
+    # Unlike a malformed message, the job itself is fine: the host retries it and finally
+    # moves it to the poison queue itself, so nothing is lost.
+    svc, conn = make_service(incident())
+    conn.fail_next.append(AuthError("denied", system="servicenow", status_code=403))
+    svc.poison.error = UnavailableError("send message: down", system="storage")
+    with pytest.raises(UnavailableError):
+        svc.process_job(job())
