@@ -23,7 +23,7 @@ from tests.property import (
     queue_message,
     valid_job,
 )
-from tests.property.strategies import (
+from tests.property.job_strategies import (
     arbitrary_messages,
     large_texts,
     malformed_job_messages,

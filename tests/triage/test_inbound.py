@@ -188,3 +188,12 @@ def test_huge_content_type_is_not_echoed():
     assert len(message) <= 300
     assert "\r" not in message and "\n" not in message
     assert message.endswith("…")
+
+
+def test_nesting_is_capped_below_the_recursion_limit():
+    # 33 levels parse fine in Python; the cap refuses them whatever the recursion limit.
+    body = event(x=0).replace("0}", "[" * 32 + "]" * 32 + "}").encode()
+    with pytest.raises(InboundError, match="nested too deeply"):
+        parse_event(body, "application/json", allowed_tables=["incident"])
+    body = event(x=0).replace("0}", "[" * 31 + "]" * 31 + "}").encode()
+    assert parse_event(body, "application/json", allowed_tables=["incident"]).table == "incident"
