@@ -43,5 +43,18 @@ def servicenow_webhook(req: func.HttpRequest, out: func.Out[str]) -> func.HttpRe
 @app.queue_trigger(arg_name="msg", queue_name=JOBS_QUEUE, connection="AzureWebJobsStorage")
 def enrich_worker(msg: func.QueueMessage) -> None:
     """Re-read, enrich and write back one ticket; transient errors raise for a host retry."""
-    text = msg.get_body().decode("utf-8", errors="replace")  # undecodable → malformed → poison
-    services.get().process_job(text, dequeue_count=msg.dequeue_count or 1)
+    # The bytes as received: the service decodes strictly, and a poisoned message carries the
+    # sha256 of exactly what arrived.
+    services.get().process_job(msg.get_body(), dequeue_count=msg.dequeue_count or 1)
+
+
+@app.function_name("state_cleanup")
+@app.timer_trigger(arg_name="timer", schedule="0 17 * * * *", run_on_startup=False)
+def state_cleanup(timer: func.TimerRequest) -> None:
+    """Hourly: forget expired webhook replay keys and week-old job claims (Table Storage)."""
+    try:
+        service = services.get()
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return
+    service.purge_state()

@@ -2,12 +2,14 @@
 
 import hashlib
 import json
+import time
 
 import azure.functions as func
 import pytest
 
 import function_app
 from connectors.queue import InMemoryJobQueue
+from connectors.state import MemoryReplayGuard
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
 from triage.errors import ConfigError, UnavailableError
 from triage.inbound import sign
@@ -154,3 +156,33 @@ def test_webhook_hostile_headers_get_a_bounded_4xx(service, headers, status):
     resp = function_app.servicenow_webhook(request(b"{}", headers), Out())
     assert resp.status_code == status
     assert len(resp.get_body()) <= 500
+
+
+def _timer() -> func.TimerRequest:
+    from azure.functions.timer import TimerRequest  # the concrete class the host hands over
+
+    return TimerRequest(past_due=False)
+
+
+def test_state_cleanup_timer_purges_expired_replay_keys(service):
+    clock = [time.time()]
+    guard = MemoryReplayGuard(now=lambda: clock[0])
+    svc = Service(service.settings, service.pipeline, service.requeue, service.poison, replay=guard)
+    function_app.services.override(svc)
+    raw = json.dumps({"sys_id": SYS_ID, "table": "incident"}).encode()
+    assert function_app.servicenow_webhook(request(raw, signed(raw)), Out()).status_code == 202
+    clock[0] += 3600
+    function_app.state_cleanup(_timer())
+    assert guard.purge() == 0  # the timer already forgot the expired key
+    assert guard.first_use("fresh", expires_at=clock[0] + 1) is True
+
+
+def test_state_cleanup_timer_with_broken_settings_logs_and_returns():
+    def broken():
+        raise ConfigError("invalid settings: ENRICH_SERVICENOW__INSTANCE_URL: missing")
+
+    original = function_app.services.set_factory(broken)
+    try:
+        function_app.state_cleanup(_timer())  # no exception escapes to the host
+    finally:
+        function_app.services.set_factory(original)

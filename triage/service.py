@@ -6,23 +6,27 @@ here is tested without the Functions host.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from connectors.state import MemoryReplayGuard, ReplayGuard
 from triage.errors import (
     AuthError,
+    ClaimedError,
     ConfigError,
+    ConnectorError,
     InboundError,
     MappingError,
     NotFoundError,
     RejectedError,
     ThrottledError,
 )
-from triage.inbound import check_size, parse_event, verify_signature
-from triage.jobs import EnrichJob
+from triage.inbound import TIMESTAMP_HEADER, check_size, parse_event, verify_signature
+from triage.jobs import EnrichJob, message_bytes, poison_message
 from triage.models import EnrichmentResult
 from triage.pipeline import Pipeline
 from triage.settings import Settings
@@ -33,6 +37,11 @@ if TYPE_CHECKING:
 __all__ = ["Service", "WebhookReply"]
 
 log = logging.getLogger(__name__)
+
+#: The longest re-queue delay without a platform hint: ServiceNow rate limits are per hour.
+MAX_THROTTLED_DELAY_S = 3600.0
+#: Claims are history once done; a week covers any redelivery or re-run of the same input.
+CLAIM_RETENTION_S = 7 * 24 * 3600.0
 
 # Errors that another attempt cannot fix: the job goes straight to the poison queue.
 _PERMANENT = (AuthError, RejectedError, MappingError, ConfigError)
@@ -55,7 +64,13 @@ class Service:
     pipeline: Pipeline
     requeue: JobQueue
     poison: JobQueue
+    replay: ReplayGuard | None = None  # None: a per-process guard on ``now`` (CLI, tests)
     now: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        if self.replay is None:
+            self.replay = MemoryReplayGuard(now=self.now)
+        self._replay: ReplayGuard = self.replay
 
     def accept_servicenow_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookReply:
         """Authenticate and validate a webhook call; never raises for bad input."""
@@ -74,25 +89,63 @@ class Service:
         except InboundError as exc:
             log.warning("webhook refused (%s): %s", exc.status, exc)
             return _error(exc.status, exc.code, str(exc))
+        refused = self._refuse_replay(body, lowered)
+        if refused is not None:
+            return refused
         job = EnrichJob(table=event.table, record_id=event.sys_id, received_at=self.now())
         return WebhookReply(202, {"status": "accepted", "record_id": event.sys_id}, job)
 
-    def process_job(self, text: str, *, dequeue_count: int = 1) -> EnrichmentResult | None:
-        """Run one queued job.
+    def purge_state(self) -> dict[str, int]:
+        """Forget expired replay keys and old claims (the hourly timer); never raises."""
+        counts: dict[str, int] = {}
+        jobs: dict[str, Callable[[], int]] = {
+            "replay": self._replay.purge,
+            "claims": lambda: self.pipeline.claims.purge(CLAIM_RETENTION_S),
+        }
+        for name, purge in jobs.items():
+            try:
+                counts[name] = purge()
+            except ConnectorError as exc:
+                log.warning("could not purge %s state: %s", name, exc)
+        log.info("purged state: %s", counts)
+        return counts
+
+    def _refuse_replay(self, body: bytes, headers: Mapping[str, str]) -> WebhookReply | None:
+        """409 for a signed request seen before; the key is what the signature covers."""
+        stamp = headers.get(TIMESTAMP_HEADER, "")
+        key = hashlib.sha256(stamp.encode("ascii", "replace") + b"." + body).hexdigest()
+        # verify_signature accepted the timestamp: it is a plain integer within the tolerance.
+        expires_at = int(stamp) + self.settings.webhook.tolerance_s
+        try:
+            first = self._replay.first_use(key, expires_at=expires_at)
+        except ConnectorError as exc:
+            # Fail closed: without the store a captured request could be replayed at will.
+            log.error("replay store unavailable; refusing webhook calls: %s", exc)
+            return _error(503, "unavailable", "the replay store is unavailable; try again")
+        if not first:
+            log.warning("webhook refused (409): a repeat of an accepted request")
+            return _error(409, "replayed", "this signed request was already accepted")
+        return None
+
+    def process_job(
+        self, message: bytes | str, *, dequeue_count: int = 1
+    ) -> EnrichmentResult | None:
+        """Run one queued job: ``message`` as received (bytes are decoded as strict UTF-8).
 
         Raises transient errors so the host retries (and finally moves the message to the
-        poison queue). Permanent failures go to the poison queue at once; a throttled job is
-        re-enqueued with the platform's wait as visibility delay.
+        poison queue). Permanent failures go to the poison queue at once, in the envelope of
+        ``triage.jobs.poison_message``; a throttled job is re-enqueued with the platform's wait
+        as visibility delay. A malformed message never raises: it is poisoned, or when even
+        that fails, logged by hash and size.
         """
         try:
-            job = EnrichJob.from_message(text)
+            job = EnrichJob.from_message(message)
         except InboundError as exc:
-            log.error("malformed job moved to the poison queue: %s", exc)
-            self.poison.send(text)
+            self._poison_malformed(message, f"{exc.code}: {exc}")
             return None
         try:
-            return self.pipeline.enrich_record(job.table, job.record_id)
-        except ThrottledError as exc:
+            return self.pipeline.enrich_record(job.table, job.record_id, retry=dequeue_count > 1)
+        except (ThrottledError, ClaimedError) as exc:
             self._requeue(job, exc)
             return None
         except NotFoundError:
@@ -100,18 +153,43 @@ class Service:
             return None
         except _PERMANENT as exc:
             log.error("job for %s failed permanently, moved to poison: %s", job.record_id, exc)
-            self.poison.send(text)
+            # If the poison queue is down too, this raises: the host retries, then poisons.
+            self.poison.send(poison_message(message, f"{type(exc).__name__}: {exc}"))
             return None
         finally:
             log.debug("job %s attempt %d done", job.record_id, dequeue_count)
 
-    def _requeue(self, job: EnrichJob, exc: ThrottledError) -> None:
+    def _poison_malformed(self, message: bytes | str, reason: str) -> None:
+        data = message_bytes(message)
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            self.poison.send(poison_message(data, reason))
+        except ConnectorError as exc:
+            # Retrying cannot fix the message: log what identifies it (never its content).
+            log.error(
+                "malformed job (sha256 %s, %d bytes) could not be poisoned (%s): %s",
+                digest,
+                len(data),
+                exc,
+                reason,
+            )
+            return
+        log.error("malformed job (sha256 %s, %d bytes) poisoned: %s", digest, len(data), reason)
+
+    def _requeue(self, job: EnrichJob, exc: ThrottledError | ClaimedError) -> None:
+        """Put the job back with a visibility delay instead of burning a host retry."""
         if job.requeues >= self.settings.queue.max_requeues:
             raise exc
-        delay = exc.retry_after_s or self.settings.queue.throttled_delay_s
+        delay = exc.retry_after_s
+        if delay is None:
+            # No hint (a headerless 429): back off exponentially, so the requeue budget spans
+            # a whole rate-limit hour and more (60 s, 120 s, ... capped at an hour).
+            base = self.settings.queue.throttled_delay_s
+            delay = min(base * 2.0 ** min(job.requeues, 16), max(base, MAX_THROTTLED_DELAY_S))
         again = job.model_copy(update={"requeues": job.requeues + 1})
         self.requeue.send(again.to_message(), delay_s=delay)
-        log.warning("throttled on %s; re-enqueued with a %.0f s delay", job.record_id, delay)
+        why = "busy elsewhere" if isinstance(exc, ClaimedError) else "throttled"
+        log.warning("%s on %s; re-enqueued with a %.0f s delay", why, job.record_id, delay)
 
 
 def _error(status: int, code: str, message: str) -> WebhookReply:

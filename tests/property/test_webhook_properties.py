@@ -115,3 +115,22 @@ def test_arbitrary_requests_are_refused(body, headers):
 def test_arbitrary_headers_never_authenticate_a_valid_body(event, headers):
     body = json.dumps(event).encode()
     check_refused(body, {**headers, "Content-Type": "application/json"})
+
+
+@given(valid_bodies(), good_content_types, st.integers(min_value=1, max_value=4), st.data())
+def test_a_replayed_request_is_never_accepted_twice(body, content_type, repeats, data):
+    """One service (one replay guard): the first delivery is accepted, every repeat is 409,
+    also with extra ``v1=`` values or a re-ordered header list around the captured one."""
+    headers = signed_headers(body, content_type=content_type)
+    service = make_service()
+    with captured_logs() as records:
+        first = service.accept_servicenow_webhook(body, headers)
+        assert first.status == 202 and first.job is not None
+        for _ in range(repeats):
+            extra = data.draw(st.lists(st.sampled_from(["v1=AAAA", "v0=x", "v1="]), max_size=3))
+            parts = [headers["X-Triage-Signature"], *extra]
+            replay = {**headers, "X-Triage-Signature": ",".join(data.draw(st.permutations(parts)))}
+            again = service.accept_servicenow_webhook(body, replay)
+            assert (again.status, again.job) == (409, None)
+            check_payload(json.dumps(again.body).encode(), body, replay)
+    assert_logs_are_bounded(records, SECRET, *_long(body, headers))

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from connectors.queue import InMemoryJobQueue
+from connectors.state import Claim
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
 from triage.errors import AuthError, ThrottledError, UnavailableError
 from triage.inbound import sign
@@ -236,3 +237,85 @@ def test_permanent_failure_with_the_poison_queue_down_raises_for_a_host_retry():
     svc.poison.error = UnavailableError("send message: down", system="storage")
     with pytest.raises(UnavailableError):
         svc.process_job(job())
+
+
+# ---- replay guard -------------------------------------------------------------------------
+
+
+def test_a_replayed_signed_request_is_refused_with_409_and_enqueues_nothing():
+    svc, _ = make_service()
+    raw = body(sys_mod_count=0)
+    headers = signed(raw)
+    assert svc.accept_servicenow_webhook(raw, headers).status == 202
+    again = svc.accept_servicenow_webhook(raw, headers)
+    assert (again.status, again.body["error"]["code"], again.job) == (409, "replayed", None)
+    # Another valid v1= value beside the captured one does not make it a new request.
+    rotated = {**headers, "X-Triage-Signature": headers["X-Triage-Signature"] + ",v1=AAAA"}
+    assert svc.accept_servicenow_webhook(raw, rotated).status == 409
+
+
+def test_the_business_rule_firing_again_is_a_new_request():
+    svc, _ = make_service()
+    first, second = body(sys_mod_count=0), body(sys_mod_count=1)
+    assert svc.accept_servicenow_webhook(first, signed(first)).status == 202
+    assert svc.accept_servicenow_webhook(second, signed(second)).status == 202
+    # Same body a second later: a new signature over a new timestamp.
+    assert svc.accept_servicenow_webhook(first, signed(first, t=NOW + 1)).status == 202
+
+
+class _DownReplay:
+    def first_use(self, key: str, *, expires_at: float) -> bool:
+        raise UnavailableError("create entity: ServiceUnavailable", system="storage")
+
+    def purge(self) -> int:
+        raise UnavailableError("query: ServiceUnavailable", system="storage")
+
+
+def test_replay_store_down_fails_closed_with_503_not_500():
+    svc, _ = make_service()
+    svc = Service(svc.settings, svc.pipeline, svc.requeue, svc.poison, replay=_DownReplay())
+    raw = body()
+    reply = svc.accept_servicenow_webhook(raw, signed(raw, t=svc.now()))
+    assert (reply.status, reply.body["error"]["code"], reply.job) == (503, "unavailable", None)
+
+
+# ---- claims, back-off and state upkeep -------------------------------------------------------
+
+
+class _BusyClaims:
+    def claim(self, key: str, *, lease_s: float) -> Claim:
+        return Claim(key, "busy", retry_after_s=42.0)
+
+    def complete(self, claim: Claim, outcome: str) -> None: ...
+    def release(self, claim: Claim) -> None: ...
+    def hold(self, claim: Claim, settle_s: float) -> None: ...
+    def purge(self, older_than_s: float) -> int:
+        return 7
+
+
+def test_a_job_busy_in_another_worker_is_requeued_with_the_claims_remaining_lease():
+    svc, conn = make_service(incident())
+    svc.pipeline.claims = _BusyClaims()
+    assert svc.process_job(job()) is None
+    [(message, delay)] = svc.requeue.sent
+    assert delay == 42.0
+    assert EnrichJob.from_message(message).requeues == 1
+    assert conn.updates == []
+
+
+def test_throttling_without_a_hint_backs_off_exponentially_up_to_an_hour():
+    svc, conn = make_service(incident(), throttled_delay_s=60)
+    delays = []
+    for requeues in (0, 1, 3, 6, 12, 20):
+        conn.fail_next.append(ThrottledError("429", system="servicenow"))
+        svc.process_job(job(requeues=requeues))
+        delays.append(svc.requeue.sent[-1][1])
+    assert delays == [60, 120, 480, 3600, 3600, 3600]
+
+
+def test_purge_state_counts_and_never_raises():
+    svc, _ = make_service()
+    svc.pipeline.claims = _BusyClaims()
+    assert svc.purge_state() == {"replay": 0, "claims": 7}
+    down = Service(svc.settings, svc.pipeline, svc.requeue, svc.poison, replay=_DownReplay())
+    assert down.purge_state() == {"claims": 7}
