@@ -31,6 +31,7 @@ from triage.errors import (
     UnavailableError,
 )
 from triage.models import SUMMARY_MAX_CHARS
+from triage.redact import Redactor
 from triage.sanitize import sanitize_note, sanitize_value
 
 __all__ = ["AzureOpenAISummarizer"]
@@ -82,6 +83,7 @@ class AzureOpenAISummarizer:
         self.max_tokens = max_tokens
         self._session = session
         self._api_key = key
+        self._redactor = Redactor([key])  # an error body echoing our request never leaks it
 
     def __repr__(self) -> str:
         return f"AzureOpenAISummarizer(url={self.url!r}, api_version={self.api_version!r})"
@@ -128,7 +130,7 @@ class AzureOpenAISummarizer:
         except (requests.Timeout, requests.ConnectionError) as exc:
             raise UnavailableError(f"request failed: {type(exc).__name__}", system=SYSTEM) from exc
         if response.status_code >= 400:
-            raise _error_for(response)
+            raise _error_for(response, self._redactor)
         try:
             return response.json()
         except ValueError as exc:
@@ -137,11 +139,12 @@ class AzureOpenAISummarizer:
             ) from exc
 
 
-def _error_for(response: requests.Response) -> Exception:
-    """The triage error for a failed response (the body is cut; it never holds the prompt)."""
+def _error_for(response: requests.Response, redactor: Redactor) -> Exception:
+    """The triage error for a failed response: a scrubbed, cut excerpt of its body."""
     status = response.status_code
     request_id = response.headers.get("apim-request-id") or response.headers.get("x-request-id")
-    message = response.text[:BODY_EXCERPT_CHARS] or response.reason or "error"
+    message = redactor.excerpt(response.text, BODY_EXCERPT_CHARS) or response.reason or "error"
+    request_id = redactor.excerpt(request_id, 100) if request_id else None
     if status == 429:
         return ThrottledError(
             message, system=SYSTEM, request_id=request_id, retry_after_s=_retry_after_s(response)

@@ -86,7 +86,8 @@ class WebhookEvent(BaseModel):
     table: str = Field("incident", pattern=TABLE_PATTERN)
     number: str | None = Field(None, max_length=40)
     sys_updated_by: str | None = Field(None, max_length=100)
-    sys_mod_count: int | None = Field(None, ge=0)
+    # The business rule sends a JSON integer; a digit string (of any length) is not one.
+    sys_mod_count: int | None = Field(None, ge=0, le=2**31 - 1, strict=True)
 
     @field_validator("sys_id", mode="before")
     @classmethod

@@ -222,3 +222,20 @@ def test_falls_back_to_the_extractive_summary_on_a_server_error(rsps):
     assert candidate is not None
     assert candidate.method == "extractive"
     assert candidate.text == "Outlook crashes every time I open the shared calendar"
+
+
+def test_an_error_body_echoing_the_api_key_does_not_leak_it(rsps):
+    key = "k3y+with/odd&chars=0123456789"
+
+    def echo(request):
+        body = {"error": {"message": f"bad request; headers {dict(request.headers)}"}}
+        return 401, {}, json.dumps(body)
+
+    rsps.add_callback(responses.POST, URL, callback=echo)
+    summarizer = AzureOpenAISummarizer(
+        ENDPOINT, "gpt-4o-mini", SecretStr(key), session=requests.Session()
+    )
+    with pytest.raises(AuthError) as info:
+        summarizer.summarize("", EMAIL)
+    assert key not in str(info.value)
+    assert key[:12] not in str(info.value)

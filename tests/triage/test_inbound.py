@@ -197,3 +197,14 @@ def test_nesting_is_capped_below_the_recursion_limit():
         parse_event(body, "application/json", allowed_tables=["incident"])
     body = event(x=0).replace("0}", "[" * 31 + "]" * 31 + "}").encode()
     assert parse_event(body, "application/json", allowed_tables=["incident"]).table == "incident"
+
+
+@pytest.mark.parametrize("count", ['"0"', '"' + "0" * 5000 + '"', "true", "-1", str(2**40)])
+def test_sys_mod_count_must_be_a_plain_json_integer(count):
+    raw = (
+        '{"sys_id": "' + "a" * 32 + '", "table": "incident", "sys_mod_count": ' + count + "}"
+    ).encode()
+    with pytest.raises(InboundError) as caught:
+        parse_event(raw, "application/json", allowed_tables=["incident"])
+    assert caught.value.status == 400
+    assert "0" * 50 not in str(caught.value)
