@@ -215,11 +215,25 @@ class Pipeline:
         if not restore:
             return ""
         names = ", ".join(canonical[f] for f in sorted(restore))
+        # Two workers may find the same clobber (a duplicate job on the loop-guard path): the
+        # update being repaired is claimed, so one restore and one note are written.
+        key = f"{record.system}:{record.table}:{record.record_id}:restore:{_count(current)}"
+        claim = self.claims.claim(key, lease_s=self.lease_s)
+        if claim.state != "acquired":
+            return f"a person's value is being restored: {names}"
         note = sanitize_note(
             f"{self.mapping.note_prefix} Someone set {names} while this ticket was being filled "
             "automatically; their value is kept and the automatic value withdrawn."
         )
-        self.connector.update(record.table, record.record_id, {**restore, note_field: note})
+        try:
+            self.connector.update(record.table, record.record_id, {**restore, note_field: note})
+        except BaseException as exc:
+            if _may_have_landed(exc):
+                self.claims.hold(claim, self.settle_s)
+            else:
+                self.claims.release(claim)
+            raise
+        self.claims.complete(claim, "restored")
         log.warning("restored %s on %s %s", sorted(restore), record.system, record.record_id)
         return f"a person's value restored: {names}"
 
@@ -250,6 +264,12 @@ def _may_have_landed(exc: BaseException) -> bool:
     if isinstance(exc, ThrottledError):
         return False
     return isinstance(exc, UnavailableError) or not isinstance(exc, ConnectorError)
+
+
+def _count(record: SourceRecord) -> str:
+    """The record's update count as a key part (ServiceNow sys_mod_count; else its etag)."""
+    value = record.fields.get("sys_mod_count", record.etag)
+    return "".join(c for c in str(value) if c.isalnum())[:40]
 
 
 def _check(changes: Mapping[str, str], stored: SourceRecord) -> str:

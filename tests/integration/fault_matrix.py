@@ -308,7 +308,9 @@ class Matrix:
             if not ours and sys_id not in poisoned:
                 outcome.lost += 1
             outcome.duplicate_notes += max(0, len(ours) - 1)
-            outcome.conflicts_restored += sum("their value is kept" in n for n in notes)
+            restores = sum("their value is kept" in n for n in notes)
+            outcome.conflicts_restored += min(restores, 1)
+            outcome.duplicate_notes += max(0, restores - 1)  # one restore note per race
             for name, value in self.person_values.get(sys_id, {}).items():
                 outcome.overwritten_human_values += rec.get(name) != value
         log = self.sim.request_log
