@@ -49,7 +49,7 @@ _sys_ids = st.text("0123456789abcdefABCDEF", min_size=32, max_size=32)
 _OPTIONAL = {
     "number": st.none() | st.text(max_size=40),
     "sys_updated_by": st.none() | st.text(max_size=100),
-    "sys_mod_count": st.none() | st.integers(0, 10**12),
+    "sys_mod_count": st.none() | st.integers(0, 2**31 - 1),  # an integer column
 }
 _extras = st.dictionaries(
     st.text(max_size=8).filter(lambda k: k not in KNOWN_KEYS), json_values, max_size=3
@@ -121,10 +121,15 @@ _too_long = st.text(min_size=101, max_size=200).filter(lambda t: len(t.strip()) 
 _containers = st.lists(json_scalars, max_size=2) | st.dictionaries(
     st.text(max_size=3), json_scalars
 )
-_bad_field_values = {  # sys_mod_count is lax (the string "00…0" is a valid 0): containers only
+_bad_field_values = {
     "number": _containers | _too_long,
     "sys_updated_by": _containers | _too_long,
-    "sys_mod_count": _containers,
+    # A plain JSON integer of a 32-bit column only: no strings, booleans, floats or giants.
+    "sys_mod_count": _containers
+    | st.integers(0, 10**6).map(str)
+    | st.booleans()
+    | st.integers(2**31, 10**30)
+    | st.integers(-(10**6), -1),
 }
 _violations = st.sampled_from(["bad_sys_id", "no_sys_id", "table", "not_object", "field_type"])
 _typed_fields = st.sampled_from(sorted(_bad_field_values))
