@@ -23,7 +23,7 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     # of function_app (which would take every function down with an opaque indexing error).
     from connectors.queue import StorageJobQueue
     from connectors.servicenow import build_servicenow_connector
-    from connectors.state import TableClaimStore, TableReplayGuard
+    from connectors.table_state import TableClaimStore, TableReplayGuard
     from enrichers import default_enrichers
     from triage.mapping import load_mapping
     from triage.pipeline import Pipeline

@@ -11,15 +11,8 @@ from typing import Any
 import pytest
 from azure.data.tables import TableClient
 
-from connectors.state import (
-    Claim,
-    ClaimStore,
-    MemoryClaimStore,
-    MemoryReplayGuard,
-    ReplayGuard,
-    TableClaimStore,
-    TableReplayGuard,
-)
+from connectors.state import Claim, ClaimStore, MemoryClaimStore, MemoryReplayGuard, ReplayGuard
+from connectors.table_state import TableClaimStore, TableReplayGuard
 from tests.azurite import connection_string
 from tests.simulators import FakeClock
 from triage.errors import UnavailableError

@@ -7,7 +7,8 @@ import uuid
 import pytest
 from azure.data.tables import TableClient
 
-from connectors.state import Claim, TableClaimStore
+from connectors.state import Claim
+from connectors.table_state import TableClaimStore
 from tests.integration.fault_matrix import SCENARIOS, run_scenario
 from tests.simulators import FakeClock
 from tests.simulators.servicenow import ServiceNowSimulator

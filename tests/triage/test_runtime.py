@@ -5,7 +5,7 @@ import pytest
 
 from connectors.queue import StorageJobQueue
 from connectors.servicenow import ServiceNowConnector
-from connectors.state import TableClaimStore, TableReplayGuard
+from connectors.table_state import TableClaimStore, TableReplayGuard
 from enrichers.summary import FallbackSummarizer
 from triage.errors import ConfigError
 from triage.runtime import ServiceProvider, build_service, build_summarizer
