@@ -7,7 +7,7 @@ import logging
 
 import azure.functions as func
 
-from triage.errors import ConfigError
+from domain.errors import ConfigError
 from triage.jobs import JOBS_QUEUE
 from triage.runtime import ServiceProvider
 

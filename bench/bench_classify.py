@@ -30,6 +30,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from domain.models import Ticket  # noqa: E402
 from enrichers.learned import LearnedEnricher, TextModel  # noqa: E402
 from triage.learn.evaluate import (  # noqa: E402
     coverage_at_precision,
@@ -39,7 +40,6 @@ from triage.learn.evaluate import (  # noqa: E402
 )
 from triage.learn.report import evaluate_fields  # noqa: E402
 from triage.learn.train import TrainConfig, split_rows, train_model  # noqa: E402
-from triage.models import Ticket  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDAVA = "endava-support-tickets/all_tickets.csv"

@@ -27,7 +27,7 @@ t1 = time.perf_counter()
 service = function_app.services.get()
 t2 = time.perf_counter()
 from enrichers.engine import run_enrichers
-from triage.models import Ticket
+from domain.models import Ticket
 ticket = Ticket(description="Hej, VPN virker ikke i butik 12, ingen kan logge ind. Mvh Anna")
 chosen = run_enrichers(service.pipeline.enrichers, ticket)
 t3 = time.perf_counter()

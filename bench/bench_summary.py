@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.rouge import rouge_l_f1
+from domain.models import SUMMARY_MAX_CHARS
 from enrichers.summary import ExtractiveSummarizer
 from enrichers.text import is_greeting
-from triage.models import SUMMARY_MAX_CHARS
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 NLBSE = "github-issues-nlbse24"

@@ -18,12 +18,12 @@ import azure.functions as func
 
 import function_app
 from connectors.queue import InMemoryJobQueue
+from domain.mapping import load_mapping
+from domain.settings import Settings, WebhookSettings
 from enrichers import default_enrichers
 from triage.inbound import sign
-from triage.mapping import load_mapping
 from triage.pipeline import Pipeline
 from triage.service import Service
-from triage.settings import Settings, WebhookSettings
 
 SECRET = "bench-secret"  # noqa: S105 - a throwaway key for an in-process benchmark
 

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 import requests
 from pydantic import SecretStr
 
-from triage.errors import BODY_EXCERPT_CHARS, AuthError, UnavailableError
-from triage.redact import Redactor
+from domain.errors import BODY_EXCERPT_CHARS, AuthError, UnavailableError
+from domain.redact import Redactor
 
 __all__ = ["BearerAuth", "ServiceNowOAuth", "TokenProvider"]
 

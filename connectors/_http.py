@@ -36,7 +36,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from connectors._auth import BearerAuth
-from triage.errors import (
+from domain.errors import (
     BODY_EXCERPT_CHARS,
     AuthError,
     ConflictError,
@@ -46,8 +46,8 @@ from triage.errors import (
     ThrottledError,
     UnavailableError,
 )
-from triage.redact import Redactor
-from triage.settings import HttpSettings
+from domain.redact import Redactor
+from domain.settings import HttpSettings
 
 __all__ = ["HttpClient", "error_excerpt", "request_id_of", "retry_after_s", "should_retry"]
 

@@ -29,7 +29,7 @@ from azure.storage.queue import (
     TextBase64EncodePolicy,
 )
 
-from triage.errors import (
+from domain.errors import (
     AuthError,
     ConfigError,
     ConflictError,

@@ -25,10 +25,10 @@ from pydantic import BaseModel, ValidationError
 from connectors._auth import BearerAuth, ServiceNowOAuth
 from connectors._http import HttpClient, request_id_of
 from connectors.base import SourceRecord, System
-from triage.errors import ConfigError, RejectedError, UnavailableError
-from triage.models import SYS_ID_PATTERN, TABLE_PATTERN
-from triage.redact import Redactor
-from triage.settings import HttpSettings, ServiceNowSettings, Settings
+from domain.errors import ConfigError, RejectedError, UnavailableError
+from domain.models import SYS_ID_PATTERN, TABLE_PATTERN
+from domain.redact import Redactor
+from domain.settings import HttpSettings, ServiceNowSettings, Settings
 
 __all__ = ["ServiceNowConnector", "build_servicenow_connector"]
 

@@ -8,9 +8,9 @@ from enrichers.base import Enricher
 from enrichers.engine import run_enrichers
 
 if TYPE_CHECKING:
+    from domain.mapping import FieldMapping
     from enrichers.learned import TextModel
     from enrichers.summary import Summarizer
-    from triage.mapping import FieldMapping
 
 __all__ = ["Enricher", "default_enrichers", "run_enrichers"]
 

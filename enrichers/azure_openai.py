@@ -20,9 +20,7 @@ from typing import Any
 import requests
 from pydantic import SecretStr
 
-from enrichers.summary import SummaryCandidate, clip
-from enrichers.text import clean_email_text
-from triage.errors import (
+from domain.errors import (
     BODY_EXCERPT_CHARS,
     AuthError,
     ConfigError,
@@ -30,9 +28,11 @@ from triage.errors import (
     ThrottledError,
     UnavailableError,
 )
-from triage.models import SUMMARY_MAX_CHARS
-from triage.redact import Redactor
-from triage.sanitize import sanitize_note, sanitize_value
+from domain.models import SUMMARY_MAX_CHARS
+from domain.redact import Redactor
+from domain.sanitize import sanitize_note, sanitize_value
+from enrichers.summary import SummaryCandidate, clip
+from enrichers.text import clean_email_text
 
 __all__ = ["AzureOpenAISummarizer"]
 
@@ -118,7 +118,7 @@ class AzureOpenAISummarizer:
         }
 
     def _post(self, payload: dict[str, Any]) -> Any:
-        """POST the request; map transport and HTTP failures to triage.errors."""
+        """POST the request; map transport and HTTP failures to domain.errors."""
         try:
             response = self._session.post(
                 self.url,

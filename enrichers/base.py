@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from triage.models import Suggestion, Ticket
+from domain.models import Suggestion, Ticket
 
 __all__ = ["Enricher"]
 

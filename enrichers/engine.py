@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from domain.models import Suggestion, Ticket
 from enrichers.base import Enricher
-from triage.models import Suggestion, Ticket
 
 __all__ = ["run_enrichers"]
 

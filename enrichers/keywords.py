@@ -38,10 +38,10 @@ import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from domain.errors import ConfigError
+from domain.mapping import FieldMapping
+from domain.models import Suggestion, Ticket
 from enrichers.text import parse_email, split_sentences
-from triage.errors import ConfigError
-from triage.mapping import FieldMapping
-from triage.models import Suggestion, Ticket
 
 __all__ = ["KeywordEnricher", "normalize_text"]
 

@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from domain.errors import ConfigError
+from domain.models import Suggestion, Ticket
 from enrichers.features import FeatureConfig, Vectoriser
-from triage.errors import ConfigError
-from triage.models import Suggestion, Ticket
 
 __all__ = [
     "ABSTAIN",

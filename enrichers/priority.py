@@ -6,8 +6,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from triage.mapping import FieldMapping
-from triage.models import Suggestion, Ticket
+from domain.mapping import FieldMapping
+from domain.models import Suggestion, Ticket
 
 __all__ = ["PriorityEnricher"]
 

@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from domain.errors import AuthError, EnrichmentError, ThrottledError
+from domain.models import SUMMARY_MAX_CHARS, Suggestion, Ticket
+from domain.sanitize import sanitize_value
 from enrichers.text import clean_title, is_informative_title, parse_email, split_sentences
-from triage.errors import AuthError, EnrichmentError, ThrottledError
-from triage.models import SUMMARY_MAX_CHARS, Suggestion, Ticket
-from triage.sanitize import sanitize_value
 
 __all__ = [
     "ExtractiveSummarizer",

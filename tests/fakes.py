@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.base import SourceRecord
-from triage.errors import ConnectorError
-from triage.models import Suggestion, Ticket
+from domain.errors import ConnectorError
+from domain.models import Suggestion, Ticket
 
 
 class FakeConnector:
@@ -38,7 +38,7 @@ class FakeConnector:
 
     def get(self, table: str, record_id: str, fields: Sequence[str]) -> SourceRecord:
         self._maybe_fail()
-        from triage.errors import NotFoundError
+        from domain.errors import NotFoundError
 
         if record_id not in self.records:
             raise NotFoundError("No Record found", system="servicenow", status_code=404)

@@ -11,9 +11,9 @@ import pytest
     [
         "connectors",
         "enrichers",
-        "triage.errors",
-        "triage.models",
-        "triage.mapping",
+        "domain.errors",
+        "domain.models",
+        "domain.mapping",
         "triage.policy",
     ],
 )
@@ -34,7 +34,7 @@ def test_all_names_exist_and_public_names_are_listed(module_name):
 
 
 def test_every_error_derives_from_the_one_base():
-    import triage.errors as errors
+    import domain.errors as errors
 
     for name in errors.__all__:
         if name.isupper():

@@ -10,14 +10,14 @@ import pytest
 import function_app
 from connectors.queue import InMemoryJobQueue
 from connectors.state import MemoryReplayGuard
+from domain.errors import ConfigError, UnavailableError
+from domain.mapping import load_mapping
+from domain.settings import Settings, WebhookSettings
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
-from triage.errors import ConfigError, UnavailableError
 from triage.inbound import sign
 from triage.jobs import EnrichJob
-from triage.mapping import load_mapping
 from triage.pipeline import Pipeline
 from triage.service import Service
-from triage.settings import Settings, WebhookSettings
 
 SYS_ID = "fedcba9876543210fedcba9876543210"
 SECRET = "s"

@@ -21,14 +21,14 @@ from connectors.queue import (
     StorageJobQueue,
     resolve_connection_string,
 )
-from tests.azurite import DEV_ACCOUNT_KEY, Azurite, connection_string
-from triage.errors import (
+from domain.errors import (
     AuthError,
     ConfigError,
     NotFoundError,
     RejectedError,
     UnavailableError,
 )
+from tests.azurite import DEV_ACCOUNT_KEY, Azurite, connection_string
 
 JOB = json.dumps(
     {"system": "servicenow", "table": "incident", "sys_id": "abc123", "note": "café ✓"}

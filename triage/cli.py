@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from triage.errors import ConfigError, EnrichmentError
-from triage.models import Suggestion, Ticket
+from domain.errors import ConfigError, EnrichmentError
+from domain.models import Suggestion, Ticket
 
 __all__ = ["main", "read_tickets"]
 
@@ -74,9 +74,9 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _cmd_enrich(args: argparse.Namespace) -> int:
+    from domain.mapping import load_mapping
     from enrichers import default_enrichers
     from enrichers.engine import run_enrichers
-    from triage.mapping import load_mapping
     from triage.model_store import load_model
     from triage.policy import decide
 

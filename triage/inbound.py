@@ -40,8 +40,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from triage.errors import InboundError, SignatureError
-from triage.models import SYS_ID_PATTERN, TABLE_PATTERN
+from domain.errors import InboundError, SignatureError
+from domain.models import SYS_ID_PATTERN, TABLE_PATTERN
 
 __all__ = [
     "EXCERPT_CHARS",

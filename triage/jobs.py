@@ -19,9 +19,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from triage.errors import InboundError
+from domain.errors import InboundError
+from domain.models import SYS_ID_PATTERN, TABLE_PATTERN
 from triage.inbound import bounded, describe_validation_error, excerpt, parse_json
-from triage.models import SYS_ID_PATTERN, TABLE_PATTERN
 
 __all__ = [
     "JOBS_QUEUE",

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
+from domain.errors import ConfigError
 from enrichers.learned import TextModel
-from triage.errors import ConfigError
 
 __all__ = ["MODEL_FILES", "load_model"]
 

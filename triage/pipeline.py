@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 from connectors.base import Connector, SourceRecord
 from connectors.state import ClaimStore, MemoryClaimStore
+from domain.errors import ClaimedError, ConnectorError, ThrottledError, UnavailableError
+from domain.mapping import FieldMapping, to_ticket
+from domain.models import EnrichmentResult, Ticket
+from domain.sanitize import NOTE_MAX_CHARS, sanitize_note, sanitize_write
 from enrichers.base import Enricher
 from enrichers.engine import run_enrichers
-from triage.errors import ClaimedError, ConnectorError, ThrottledError, UnavailableError
-from triage.mapping import FieldMapping, to_ticket
-from triage.models import EnrichmentResult, Ticket
 from triage.policy import decide, render_note, to_changes, write_limits
-from triage.sanitize import NOTE_MAX_CHARS, sanitize_note, sanitize_write
 
 __all__ = [
     "DEFAULT_LEASE_S",

@@ -9,7 +9,7 @@ The rules, in order, for each suggested field:
 4. the canonical value must map to a platform raw value;
 5. a subcategory is written only when it belongs to the ticket's (new or existing) category.
 
-Every value, reason and "why" the note quotes goes through ``triage.sanitize.sanitize_value``
+Every value, reason and "why" the note quotes goes through ``domain.sanitize.sanitize_value``
 (one line, no markup, at most 200 characters), so text from a ticket cannot add lines to the
 note or markup to it; a value with nothing left once sanitised is refused (rule 0).
 """
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from triage.mapping import FieldMapping
-from triage.models import SUMMARY_MAX_CHARS, Decision, Suggestion, Ticket
-from triage.sanitize import CHOICE_MAX_CHARS, sanitize_value
+from domain.mapping import FieldMapping
+from domain.models import SUMMARY_MAX_CHARS, Decision, Suggestion, Ticket
+from domain.sanitize import CHOICE_MAX_CHARS, sanitize_value
 
 __all__ = ["NOTE_ITEM_MAX_CHARS", "decide", "render_note", "to_changes", "write_limits"]
 

@@ -7,9 +7,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from domain.settings import Settings
 from triage.jobs import JOBS_QUEUE
 from triage.service import Service
-from triage.settings import Settings
 
 if TYPE_CHECKING:
     from enrichers.summary import Summarizer
@@ -24,11 +24,11 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     from connectors.queue import StorageJobQueue
     from connectors.servicenow import build_servicenow_connector
     from connectors.table_state import TableClaimStore, TableReplayGuard
+    from domain.mapping import load_mapping
+    from domain.redact import Redactor, install_log_redaction, secrets_of
+    from domain.settings import load_settings
     from enrichers import default_enrichers
-    from triage.mapping import load_mapping
     from triage.pipeline import Pipeline
-    from triage.redact import Redactor, install_log_redaction, secrets_of
-    from triage.settings import load_settings
 
     env = os.environ if env is None else env
     settings = load_settings()

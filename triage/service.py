@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from connectors.state import MemoryReplayGuard, ReplayGuard
-from triage.errors import (
+from domain.errors import (
     AuthError,
     ClaimedError,
     ConfigError,
@@ -25,11 +25,11 @@ from triage.errors import (
     RejectedError,
     ThrottledError,
 )
+from domain.models import EnrichmentResult
+from domain.settings import Settings
 from triage.inbound import TIMESTAMP_HEADER, check_size, parse_event, verify_signature
 from triage.jobs import EnrichJob, message_bytes, poison_message
-from triage.models import EnrichmentResult
 from triage.pipeline import Pipeline
-from triage.settings import Settings
 
 if TYPE_CHECKING:
     from connectors.queue import JobQueue

@@ -8,7 +8,7 @@ import pytest
 import responses
 from responses.registries import OrderedRegistry
 
-from triage.settings import HttpSettings
+from domain.settings import HttpSettings
 
 INSTANCE = "https://acme.service-now.com"
 EPOCH = 1_700_000_000.0

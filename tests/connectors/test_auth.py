@@ -12,9 +12,9 @@ from responses import matchers
 
 from connectors._auth import BearerAuth, ServiceNowOAuth
 from connectors._http import HttpClient
+from domain.errors import AuthError, UnavailableError
+from domain.redact import Redactor
 from tests.connectors.conftest import INSTANCE, FakeClock
-from triage.errors import AuthError, UnavailableError
-from triage.redact import Redactor
 
 TOKEN_URL = f"{INSTANCE}/oauth_token.do"
 TABLE_URL = f"{INSTANCE}/api/now/table/incident"

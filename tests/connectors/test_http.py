@@ -13,8 +13,7 @@ import responses
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from connectors._http import HttpClient, error_excerpt, retry_after_s, should_retry
-from tests.connectors.conftest import EPOCH, INSTANCE, FakeClock
-from triage.errors import (
+from domain.errors import (
     AuthError,
     ConflictError,
     NotFoundError,
@@ -22,8 +21,9 @@ from triage.errors import (
     ThrottledError,
     UnavailableError,
 )
-from triage.redact import Redactor
-from triage.settings import HttpSettings
+from domain.redact import Redactor
+from domain.settings import HttpSettings
+from tests.connectors.conftest import EPOCH, INSTANCE, FakeClock
 
 URL = f"{INSTANCE}/api/now/table/incident/0123456789abcdef0123456789abcdef"
 OK = {"result": {"sys_id": "0123456789abcdef0123456789abcdef"}}

@@ -20,10 +20,10 @@ import pytest
 import responses
 
 from connectors.servicenow import ServiceNowConnector
+from domain.errors import ConnectorError
+from domain.redact import MARKER, Redactor, install_log_redaction, secrets_of
+from domain.settings import ServiceNowSettings, Settings
 from tests.connectors.conftest import INSTANCE
-from triage.errors import ConnectorError
-from triage.redact import MARKER, Redactor, install_log_redaction, secrets_of
-from triage.settings import ServiceNowSettings, Settings
 
 USER = "svc.integration"
 # requests encodes a basic-auth password as Latin-1, so this one stays within it.

@@ -12,14 +12,14 @@ from responses import matchers
 
 import connectors
 from connectors.servicenow import ServiceNowConnector, build_servicenow_connector, stable_order
-from tests.connectors.conftest import INSTANCE
-from triage.errors import (
+from domain.errors import (
     ConfigError,
     NotFoundError,
     RejectedError,
     UnavailableError,
 )
-from triage.settings import ServiceNowSettings, Settings
+from domain.settings import ServiceNowSettings, Settings
+from tests.connectors.conftest import INSTANCE
 
 SYS_ID = "d977b66a4f411200adf9f8e18110c7b2"
 TABLE = f"{INSTANCE}/api/now/table"

@@ -13,9 +13,9 @@ from azure.data.tables import TableClient
 
 from connectors.state import Claim, ClaimStore, MemoryClaimStore, MemoryReplayGuard, ReplayGuard
 from connectors.table_state import TableClaimStore, TableReplayGuard
+from domain.errors import UnavailableError
 from tests.azurite import connection_string
 from tests.simulators import FakeClock
-from triage.errors import UnavailableError
 
 
 @pytest.fixture

@@ -21,13 +21,13 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
+from domain.errors import ConfigError
+from domain.mapping import load_mapping
+from domain.models import Suggestion, Ticket
 from enrichers import default_enrichers, run_enrichers
 from enrichers.features import FeatureConfig
 from enrichers.learned import LearnedEnricher, TextModel
-from triage.errors import ConfigError
 from triage.learn.train import TrainConfig, train_model
-from triage.mapping import load_mapping
-from triage.models import Suggestion, Ticket
 from triage.policy import decide, render_note
 
 M = load_mapping()

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from domain.errors import ConfigError
+from domain.mapping import FieldMapping, load_mapping
+from domain.models import Suggestion, Ticket
 from enrichers.base import Enricher
 from enrichers.keywords import KeywordEnricher, normalize_text
-from triage.errors import ConfigError
-from triage.mapping import FieldMapping, load_mapping
-from triage.models import Suggestion, Ticket
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tickets.csv"
 

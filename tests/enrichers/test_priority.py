@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
+from domain.mapping import FieldMapping
+from domain.models import Suggestion, Ticket
 from enrichers.base import Enricher
 from enrichers.engine import run_enrichers
 from enrichers.keywords import KeywordEnricher
 from enrichers.priority import PriorityEnricher
-from triage.mapping import FieldMapping
-from triage.models import Suggestion, Ticket
 
 FIELDS = {"title": "short_description", "description": "description", "impact": "impact"}
 

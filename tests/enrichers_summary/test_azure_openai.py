@@ -11,15 +11,15 @@ import responses
 from pydantic import SecretStr
 from responses import matchers
 
-from enrichers.azure_openai import SYSTEM_PROMPT, AzureOpenAISummarizer
-from enrichers.summary import ExtractiveSummarizer, FallbackSummarizer
-from triage.errors import (
+from domain.errors import (
     AuthError,
     ConfigError,
     RejectedError,
     ThrottledError,
     UnavailableError,
 )
+from enrichers.azure_openai import SYSTEM_PROMPT, AzureOpenAISummarizer
+from enrichers.summary import ExtractiveSummarizer, FallbackSummarizer
 
 ENDPOINT = "https://contoso.openai.azure.com/"
 URL = "https://contoso.openai.azure.com/openai/deployments/gpt-4o-mini/chat/completions"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from bench.rouge import lcs_length, rouge_l_f1, tokenize
+from domain.errors import AuthError, RejectedError, ThrottledError, UnavailableError
+from domain.models import SUMMARY_MAX_CHARS, Ticket
 from enrichers.base import Enricher
 from enrichers.summary import (
     ExtractiveSummarizer,
@@ -16,8 +18,6 @@ from enrichers.summary import (
     compress,
 )
 from enrichers.text import clean_title, is_informative_title
-from triage.errors import AuthError, RejectedError, ThrottledError, UnavailableError
-from triage.models import SUMMARY_MAX_CHARS, Ticket
 
 ENGLISH = """Hi team,
 

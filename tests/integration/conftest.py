@@ -15,14 +15,14 @@ import function_app
 from connectors.queue import InMemoryJobQueue
 from connectors.servicenow import ServiceNowConnector
 from connectors.state import ClaimStore, MemoryClaimStore, MemoryReplayGuard
+from domain.mapping import load_mapping
+from domain.settings import HttpSettings, ServiceNowSettings, Settings, WebhookSettings
 from enrichers import default_enrichers
 from tests.simulators import FakeClock
 from tests.simulators.servicenow import ServiceNowSimulator
 from triage.inbound import sign
-from triage.mapping import load_mapping
 from triage.pipeline import Pipeline
 from triage.service import Service
-from triage.settings import HttpSettings, ServiceNowSettings, Settings, WebhookSettings
 
 SECRET = "integration-secret"
 CLIENT = ("enricher-client", "enricher-client-secret")

@@ -32,15 +32,15 @@ from typing import Any
 
 from connectors.servicenow import ServiceNowConnector
 from connectors.state import ClaimStore, MemoryClaimStore, MemoryReplayGuard, ReplayGuard
+from domain.mapping import load_mapping
+from domain.models import Ticket
+from domain.settings import HttpSettings, ServiceNowSettings, Settings, WebhookSettings
 from enrichers import default_enrichers
 from tests.simulators import FakeClock
 from tests.simulators.servicenow import RateLimitRule, ServiceNowSimulator
 from triage.inbound import sign
-from triage.mapping import load_mapping
-from triage.models import Ticket
 from triage.pipeline import Pipeline, input_hash, note_marker
 from triage.service import Service
-from triage.settings import HttpSettings, ServiceNowSettings, Settings, WebhookSettings
 
 SECRET = "fault-matrix-secret"
 CLIENT = ("enricher-client", "enricher-client-secret")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from domain.errors import UnavailableError
 from tests.integration.conftest import INTEGRATION_USER, Slice, build_slice, installed
 from tests.simulators.servicenow import RateLimitRule
-from triage.errors import UnavailableError
 from triage.jobs import EnrichJob
 
 OUTAGE = {

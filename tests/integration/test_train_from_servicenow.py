@@ -3,11 +3,11 @@ the connector (paged), train, then let the trained model fill a new ticket end t
 
 from __future__ import annotations
 
+from domain.mapping import load_mapping
 from tests.integration.conftest import INTEGRATION_USER, build_slice, installed
 from tests.learn import make_tickets
 from triage.cli import build_parser
 from triage.learn.cli import run_train
-from triage.mapping import load_mapping
 from triage.model_store import load_model
 
 MAPPING = load_mapping()

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from connectors.base import SourceRecord
+from domain.errors import ConfigError
+from domain.settings import Settings
 from enrichers.learned import TextModel
 from tests.learn import make_tickets
-from triage.errors import ConfigError
 from triage.learn.cli import add_evaluate_parser, add_train_parser, run_train
-from triage.settings import Settings
 
 REQUIRED_KEYS = {
     "n_train",

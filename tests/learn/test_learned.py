@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from domain.errors import ConfigError
+from domain.models import Suggestion, Ticket
 from enrichers.base import Enricher
 from enrichers.features import FeatureConfig, Vectoriser, analyse
 from enrichers.learned import ABSTAIN, LearnedEnricher, TextModel
 from tests.learn import VOCAB, make_tickets, texts_of
-from triage.errors import ConfigError
 from triage.learn.evaluate import pick_threshold, precision_coverage_curve
 from triage.learn.train import TrainConfig, train_model
-from triage.models import Suggestion, Ticket
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,7 +216,7 @@ def test_serving_does_not_import_sklearn_scipy_or_pandas(saved: Path) -> None:
     code = (
         "import sys\n"
         "from enrichers.learned import TextModel, LearnedEnricher\n"
-        "from triage.models import Ticket\n"
+        "from domain.models import Ticket\n"
         f"model = TextModel.load({str(saved)!r})\n"
         "LearnedEnricher(model).enrich(Ticket(title='vpn', description='vpn tunnel'), {})\n"
         "print(sorted(m for m in ('sklearn', 'scipy', 'pandas') if m in sys.modules))\n"

@@ -23,13 +23,13 @@ import azure.functions as func
 
 import function_app
 from connectors.queue import InMemoryJobQueue
+from domain.mapping import FieldMapping, load_mapping
+from domain.settings import Settings, WebhookSettings
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
 from triage.inbound import sign
 from triage.jobs import EnrichJob
-from triage.mapping import FieldMapping, load_mapping
 from triage.pipeline import Pipeline
 from triage.service import Service
-from triage.settings import Settings, WebhookSettings
 
 NOW = 1_800_000_000
 SECRET = "property-hook-secret-0123456789"

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import function_app
 from connectors.queue import MAX_MESSAGE_CHARS
+from domain.errors import InboundError
 from tests.property import (
     assert_logs_are_bounded,
     captured_logs,
@@ -29,7 +30,6 @@ from tests.property.job_strategies import (
     malformed_job_messages,
     valid_job_messages,
 )
-from triage.errors import InboundError
 from triage.jobs import EnrichJob
 from triage.service import Service
 

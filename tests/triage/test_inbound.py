@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from triage.errors import InboundError, SignatureError
+from domain.errors import InboundError, SignatureError
 from triage.inbound import check_size, parse_event, sign, verify_signature
 
 SECRET = b"s3cret"

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from connectors.queue import MAX_MESSAGE_CHARS, InMemoryJobQueue
-from triage.errors import InboundError
+from domain.errors import InboundError
 from triage.jobs import MAX_POISON_CHARS, EnrichJob, poison_message
 
 SYS_ID = "abcdef0123456789abcdef0123456789"

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from triage.errors import ConfigError
-from triage.mapping import FieldMapping, load_mapping, to_ticket
+from domain.errors import ConfigError
+from domain.mapping import FieldMapping, load_mapping, to_ticket
 
 BASE = {
     "fields": {

@@ -4,8 +4,8 @@ import pytest
 import requests
 import responses
 
+from domain.errors import ConfigError
 from tests.learn import make_tickets
-from triage.errors import ConfigError
 from triage.learn.train import train_model
 from triage.model_store import load_model
 

@@ -1,10 +1,10 @@
 import pytest
 
 from connectors.state import MemoryClaimStore
+from domain.errors import AuthError, ClaimedError, UnavailableError
+from domain.mapping import load_mapping
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
 from tests.simulators import FakeClock
-from triage.errors import AuthError, ClaimedError, UnavailableError
-from triage.mapping import load_mapping
 from triage.pipeline import Pipeline
 
 SYS_ID = "0" * 31 + "1"

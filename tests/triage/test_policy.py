@@ -1,6 +1,6 @@
+from domain.mapping import load_mapping
+from domain.models import Ticket
 from tests.fakes import suggestion
-from triage.mapping import load_mapping
-from triage.models import Ticket
 from triage.policy import decide, render_note, to_changes
 
 M = load_mapping()

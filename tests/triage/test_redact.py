@@ -13,14 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
 
-from triage.redact import (
+from domain.redact import (
     MARKER,
     RedactingFilter,
     Redactor,
     install_log_redaction,
     secrets_of,
 )
-from triage.settings import AzureOpenAISettings, ServiceNowSettings, Settings, WebhookSettings
+from domain.settings import AzureOpenAISettings, ServiceNowSettings, Settings, WebhookSettings
 
 SECRET = "a+b/c&d=e%f é✓"
 

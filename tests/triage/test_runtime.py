@@ -6,10 +6,10 @@ import pytest
 from connectors.queue import StorageJobQueue
 from connectors.servicenow import ServiceNowConnector
 from connectors.table_state import TableClaimStore, TableReplayGuard
+from domain.errors import ConfigError
+from domain.settings import Settings
 from enrichers.summary import FallbackSummarizer
-from triage.errors import ConfigError
 from triage.runtime import ServiceProvider, build_service, build_summarizer
-from triage.settings import Settings
 
 ENV = {
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",

@@ -10,18 +10,18 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from enrichers.summary import SummaryEnricher
-from tests.fakes import suggestion
-from triage.errors import ConfigError
-from triage.mapping import load_mapping
-from triage.models import Decision, Ticket
-from triage.policy import decide, render_note, to_changes, write_limits
-from triage.sanitize import (
+from domain.errors import ConfigError
+from domain.mapping import load_mapping
+from domain.models import Decision, Ticket
+from domain.sanitize import (
     NOTE_MAX_CHARS,
     sanitize_note,
     sanitize_value,
     sanitize_write,
 )
+from enrichers.summary import SummaryEnricher
+from tests.fakes import suggestion
+from triage.policy import decide, render_note, to_changes, write_limits
 
 M = load_mapping()
 NOTE = M.note_field

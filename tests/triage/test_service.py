@@ -5,14 +5,14 @@ import pytest
 
 from connectors.queue import InMemoryJobQueue
 from connectors.state import Claim
+from domain.errors import AuthError, ThrottledError, UnavailableError
+from domain.mapping import load_mapping
+from domain.settings import QueueSettings, Settings, WebhookSettings
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
-from triage.errors import AuthError, ThrottledError, UnavailableError
 from triage.inbound import sign
 from triage.jobs import EnrichJob, message_bytes
-from triage.mapping import load_mapping
 from triage.pipeline import Pipeline
 from triage.service import Service
-from triage.settings import QueueSettings, Settings, WebhookSettings
 
 NOW = 1_800_000_000.0
 SYS_ID = "abcdef0123456789abcdef0123456789"
@@ -146,7 +146,7 @@ def test_deleted_record_is_dropped():
 
 
 def test_malformed_job_error_names_the_key_without_echoing_values():
-    from triage.errors import InboundError
+    from domain.errors import InboundError
 
     bad = job().replace(SYS_ID, "zz-not-an-id-zz")
     with pytest.raises(InboundError, match="record_id") as info:

@@ -7,8 +7,8 @@ import traceback
 import pytest
 from pydantic import ValidationError
 
-from triage.errors import ConfigError
-from triage.settings import ServiceNowSettings, Settings, load_settings
+from domain.errors import ConfigError
+from domain.settings import ServiceNowSettings, Settings, load_settings
 
 # 24 characters, each 4+-character window unique enough to spot in any leak.
 LONG = "Zq7+Lp/Wd&Xe=Mv%Rk9Tn#Hs"

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from triage.errors import ConfigError
+from domain.errors import ConfigError
 
 if TYPE_CHECKING:
     from connectors.base import SourceRecord
-    from triage.settings import Settings
+    from domain.settings import Settings
 
 __all__ = [
     "DEFAULT_SERVICENOW_QUERY",
@@ -99,7 +99,7 @@ def labelled_from_connector(
     connector: RecordSource, settings: Settings, query: str, fields: Sequence[str]
 ) -> LabelledData:
     """Closed tickets through the connector, labels mapped to canonical values."""
-    from triage.mapping import load_mapping
+    from domain.mapping import load_mapping
 
     mapping = load_mapping(settings.mapping_path)
     missing = [f for f in fields if f not in mapping.fields]
@@ -211,7 +211,7 @@ def _csv_data(args: argparse.Namespace) -> LabelledData:
 
 def _servicenow_factory() -> tuple[RecordSource, Settings]:
     from connectors.servicenow import build_servicenow_connector
-    from triage.settings import load_settings
+    from domain.settings import load_settings
 
     settings = load_settings()
     return build_servicenow_connector(settings), settings

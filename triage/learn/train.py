@@ -29,9 +29,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from threadpoolctl import threadpool_limits
 
+from domain.errors import ConfigError
 from enrichers.features import FeatureConfig, Vectoriser
 from enrichers.learned import FORMAT_NAME, FORMAT_VERSION, TextModel, confidence_inputs
-from triage.errors import ConfigError
 from triage.learn.evaluate import coverage_at_precision, drop_rare, macro_f1, pick_threshold
 from triage.learn.members import MEMBERS, LinearScorer, fit_member
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from triage.errors import BODY_EXCERPT_CHARS
+from domain.errors import BODY_EXCERPT_CHARS
 
 __all__ = [
     "MARKER",

@@ -29,8 +29,8 @@ import re
 import unicodedata
 from collections.abc import Mapping
 
-from triage.errors import ConfigError
-from triage.models import SUMMARY_MAX_CHARS
+from domain.errors import ConfigError
+from domain.models import SUMMARY_MAX_CHARS
 
 __all__ = [
     "CHOICE_MAX_CHARS",

@@ -26,8 +26,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from triage.errors import ConfigError
-from triage.models import FIELD_NAME_PATTERN, Ticket
+from domain.errors import ConfigError
+from domain.models import FIELD_NAME_PATTERN, Ticket
 
 __all__ = [
     "DEFAULT_MAPPING_PATH",

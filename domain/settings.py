@@ -27,8 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from triage.errors import ConfigError
-from triage.redact import Redactor
+from domain.errors import ConfigError
+from domain.redact import Redactor
 
 __all__ = [
     "AzureOpenAISettings",
