@@ -7,7 +7,9 @@ Status mapping (done here and nowhere else)::
     requests Timeout / ConnectionError → UnavailableError (chained with ``from exc``)
 
 Every error carries the HTTP status, the platform's request id (ServiceNow ``X-Transaction-ID``,
-else ``x-request-id``) and at most 200 characters of the platform's error message, scrubbed by
+Dataverse ``x-ms-service-request-id`` or ``REQ_ID``, else ``x-request-id``) and at most 200
+characters of the platform's error message (Dataverse: ``code: message``, so the service
+protection codes 0x80072322/0x80072321/0x80072326 show), scrubbed by
 the client's ``Redactor`` before it is cut: a server that echoes the request must not put the
 password, the client secret or an ``Authorization`` header into exception text and logs.
 
@@ -27,6 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,8 +58,9 @@ log = logging.getLogger(__name__)
 
 # PUT is idempotent in HTTP, but a ServiceNow PUT appends journal fields exactly like PATCH.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# ServiceNow answers with X-Transaction-ID (see RESTResponseV2.getAllHeaders() in its docs).
-REQUEST_ID_HEADERS = ("X-Transaction-ID", "x-request-id")
+# ServiceNow answers with X-Transaction-ID (see RESTResponseV2.getAllHeaders() in its docs);
+# Dataverse with x-ms-service-request-id and REQ_ID (dataverse.md §5).
+REQUEST_ID_HEADERS = ("X-Transaction-ID", "x-ms-service-request-id", "REQ_ID", "x-request-id")
 REQUEST_ID_CHARS = 100
 
 Params = Mapping[str, str | int]
@@ -143,8 +147,8 @@ def error_excerpt(response: requests.Response, redactor: Redactor | None = None)
     text = ""
     if isinstance(body, dict):
         error = body.get("error")
-        if isinstance(error, dict):  # Table API: {"error": {"message", "detail"}, "status"}
-            text = ": ".join(str(error[k]) for k in ("message", "detail") if error.get(k))
+        if isinstance(error, dict):  # Table API {"message", "detail"}; Web API {"code", "message"}
+            text = ": ".join(str(error[k]) for k in ("code", "message", "detail") if error.get(k))
         elif isinstance(error, str):  # OAuth: {"error", "error_description"}
             text = ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
     if not text:
@@ -171,8 +175,11 @@ class HttpClient:
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         redactor: Redactor | None = None,
+        pacer: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> None:
         self.system = system
+        # Each attempt is sent inside ``pacer()`` (connectors._pacing.Pacer.slot), if given.
+        self._pacer = pacer if pacer is not None else nullcontext
         self.redactor = redactor if redactor is not None else Redactor()
         self._settings = settings
         self._owns_session = session is None
@@ -197,13 +204,25 @@ class HttpClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        data: bytes | None = None,
+        accept: Callable[[requests.Response], bool] | None = None,
     ) -> requests.Response:
-        """Send one logical request, retrying per policy; return a 2xx/3xx response or raise."""
+        """Send one logical request, retrying per policy; return a 2xx/3xx response or raise.
+
+        ``data`` is a raw body (a ``$batch``), sent instead of ``json``. A 4xx/5xx response for
+        which ``accept`` returns true is returned instead of raised (a ``$batch`` answered 400
+        whose parts say which operation failed).
+        """
         method = method.upper()
         if idempotent is None:
             idempotent = method in IDEMPOTENT_METHODS
         retrying = self._retrying(method, idempotent)
-        return retrying(self._send, method, url, params, json, headers)
+        body = _Body(json, data)
+        return retrying(self._send, method, url, params, body, headers, accept)
+
+    def error_for(self, method: str, url: str, response: requests.Response) -> ConnectorError:
+        """The typed error for a failed response (also for one part of a ``$batch`` answer)."""
+        return self._error_for(method.upper(), url, response)
 
     def close(self) -> None:
         """Close the session if this client created it."""
@@ -263,17 +282,18 @@ class HttpClient:
         method: str,
         url: str,
         params: Params | None,
-        json: Any,
+        body: _Body,
         headers: Mapping[str, str] | None,
+        accept: Callable[[requests.Response], bool] | None = None,
     ) -> requests.Response:
-        response = self._transmit(method, url, params, json, headers)
+        response = self._transmit(method, url, params, body, headers)
         if response.status_code == 401 and isinstance(self._auth, BearerAuth):
             # The token may have expired or been revoked mid-run: fetch a fresh one and resend
             # once (a 401 is refused before processing, so this is safe for writes too).
             log.info("%s: %s got 401, refreshing the token once", self.system, method)
             self._auth.provider.invalidate()
-            response = self._transmit(method, url, params, json, headers)
-        if response.status_code >= 400:
+            response = self._transmit(method, url, params, body, headers)
+        if response.status_code >= 400 and not (accept is not None and accept(response)):
             raise self._error_for(method, url, response)
         return response
 
@@ -282,20 +302,22 @@ class HttpClient:
         method: str,
         url: str,
         params: Params | None,
-        json: Any,
+        body: _Body,
         headers: Mapping[str, str] | None,
     ) -> requests.Response:
         where = f"{method} {urlsplit(url).path}"
         try:
-            return self._session.request(
-                method,
-                url,
-                params=params,
-                json=json,
-                headers=headers,
-                auth=self._auth,
-                timeout=self._timeout,
-            )
+            with self._pacer():
+                return self._session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=body.json,
+                    data=body.data,
+                    headers=headers,
+                    auth=self._auth,
+                    timeout=self._timeout,
+                )
         except (
             requests.Timeout,
             requests.ConnectionError,
@@ -335,3 +357,13 @@ class HttpClient:
                 message, system=system, status_code=status, request_id=request_id
             )
         return RejectedError(message, system=system, status_code=status, request_id=request_id)
+
+
+class _Body:
+    """A request body: JSON, or raw bytes (exactly one of them, or neither)."""
+
+    __slots__ = ("data", "json")
+
+    def __init__(self, json: Any, data: bytes | None) -> None:
+        self.json = json
+        self.data = data

@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -32,6 +33,7 @@ from domain.redact import Redactor
 
 __all__ = [
     "AzureOpenAISettings",
+    "DataverseSettings",
     "HttpSettings",
     "QueueSettings",
     "ServiceNowSettings",
@@ -91,6 +93,81 @@ class ServiceNowSettings(BaseModel):
         return str(self.instance_url).rstrip("/")
 
 
+# Values MSCRM.BypassBusinessLogicExecution accepts (bypass-custom-business-logic).
+_BYPASS_VALUES = frozenset({"CustomSync", "CustomAsync", "CustomSync,CustomAsync"})
+# A tenant is a GUID or a verified domain (contoso.onmicrosoft.com).
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+_THUMBPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
+
+
+class DataverseSettings(BaseModel):
+    """How to reach and authenticate against one Dataverse (Dynamics 365) environment.
+
+    ``auth`` picks the credential: ``secret`` (tenant_id, client_id, client_secret),
+    ``certificate`` (tenant_id, client_id, certificate_path to a PEM private key and its SHA-1
+    certificate_thumbprint) or ``managed_identity`` (system-assigned, or the user-assigned one
+    named by managed_identity_client_id). ``bypass_business_logic`` is sent as
+    ``MSCRM.BypassBusinessLogicExecution`` on writes; it needs the application user to hold the
+    ``prvBypassCustomBusinessLogic`` privilege.
+    """
+
+    model_config = _HIDDEN
+
+    org_url: HttpUrl
+    auth: Literal["secret", "certificate", "managed_identity"] = "secret"
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    certificate_path: str | None = None
+    certificate_thumbprint: str | None = None
+    certificate_password: SecretStr | None = None
+    managed_identity_client_id: str | None = None
+    authority_host: HttpUrl = HttpUrl("https://login.microsoftonline.com")
+    page_size: int = Field(500, ge=1, le=5000)
+    bypass_business_logic: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> DataverseSettings:
+        for name, url in (("org_url", self.org_url), ("authority_host", self.authority_host)):
+            parts = urlsplit(str(url))
+            if parts.scheme != "https" or parts.path.strip("/") or parts.query:
+                raise ValueError(f"{name} must be an https origin without a path")
+        if self.auth != "managed_identity":
+            if not (self.tenant_id and _TENANT.fullmatch(self.tenant_id)):
+                raise ValueError(f"auth={self.auth} needs a tenant_id (GUID or domain)")
+            if not self.client_id:
+                raise ValueError(f"auth={self.auth} needs client_id")
+        if self.auth == "secret" and not self.client_secret:
+            raise ValueError("auth=secret needs client_secret")
+        if self.auth == "certificate":
+            if not self.certificate_path:
+                raise ValueError("auth=certificate needs certificate_path")
+            thumbprint = self.certificate_thumbprint or ""
+            if not _THUMBPRINT.fullmatch(thumbprint.replace(":", "")):
+                raise ValueError("auth=certificate needs a 40-hex-digit certificate_thumbprint")
+        if (
+            self.bypass_business_logic is not None
+            and self.bypass_business_logic not in _BYPASS_VALUES
+        ):
+            raise ValueError(f"bypass_business_logic must be one of {sorted(_BYPASS_VALUES)}")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """The organisation URL without a trailing slash (``https://<org>.crm.dynamics.com``)."""
+        return str(self.org_url).rstrip("/")
+
+    @property
+    def authority_url(self) -> str:
+        """The authority host without a trailing slash."""
+        return str(self.authority_host).rstrip("/")
+
+    @property
+    def scope(self) -> str:
+        """The client-credentials scope of the environment: ``<org_url>/.default``."""
+        return f"{self.base_url}/.default"
+
+
 class WebhookSettings(BaseModel):
     """Inbound webhook authentication and limits."""
 
@@ -137,6 +214,7 @@ class Settings(BaseSettings):
     )
 
     servicenow: ServiceNowSettings | None = None
+    dataverse: DataverseSettings | None = None
     http: HttpSettings = HttpSettings()
     webhook: WebhookSettings = WebhookSettings()
     queue: QueueSettings = QueueSettings()
