@@ -47,6 +47,14 @@ class Connector(Protocol):
         """
         ...
 
+    def fallback_text(self, table: str, record_id: str) -> str | None:
+        """Text to enrich when the record's description is empty, if the platform keeps one.
+
+        Dataverse: a case created from an e-mail has its text in the first e-mail activity
+        (an HTML body). ServiceNow keeps the e-mail in the description: None.
+        """
+        ...
+
     def has_note(self, table: str, record_id: str, marker: str, *, element: str) -> bool:
         """Whether a note on the record (journal entry, annotation) contains ``marker``.
 

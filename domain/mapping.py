@@ -48,6 +48,10 @@ DEFAULT_PRIORITY_MATRIX: dict[str, dict[str, str]] = {
 }
 
 _READ_ONLY_FIELDS = ("title", "description")
+_PLATFORM_DEFAULTS = {
+    "servicenow": {"updated_by": "sys_updated_by", "number": "number"},
+    "dataverse": {"updated_by": "_modifiedby_value", "number": "ticketnumber"},
+}
 
 
 class FieldMapping(BaseModel):
@@ -72,6 +76,12 @@ class FieldMapping(BaseModel):
     note_field: str = "work_notes"
     note_prefix: str = "[auto-triage]"
     integration_user: str | None = None
+    #: Who made the record's last update (the loop guard compares it with integration_user);
+    #: None means the platform's own: ServiceNow ``sys_updated_by``, Dataverse
+    #: ``_modifiedby_value`` (the application user's systemuserid, resolved with WhoAmI).
+    updated_by_field: str | None = None
+    #: Read besides the mapped fields: the record number as people know it.
+    number_field: str | None = None
 
     @model_validator(mode="after")
     def _check_references(self) -> FieldMapping:
@@ -122,9 +132,22 @@ class FieldMapping(BaseModel):
         text = str(raw).strip()
         return text == "" or text in self.unset.get(field, [])
 
+    @property
+    def last_updated_by(self) -> str:
+        """The platform field naming who made the record's last update."""
+        return self.updated_by_field or _PLATFORM_DEFAULTS[self.system]["updated_by"]
+
+    @property
+    def record_number(self) -> str:
+        """The platform field holding the number people know the record by."""
+        return self.number_field or _PLATFORM_DEFAULTS[self.system]["number"]
+
     def platform_fields(self) -> list[str]:
         """The platform fields to read for one ticket."""
-        return sorted({*self.fields.values(), "sys_updated_by", "sys_mod_count", "number"})
+        extra = {self.last_updated_by, self.record_number}
+        if self.system == "servicenow":
+            extra.add("sys_mod_count")  # our write's race check compares it
+        return sorted({*self.fields.values(), *extra})
 
 
 def _check_names(m: FieldMapping) -> None:
@@ -179,7 +202,7 @@ def to_ticket(fields: Mapping[str, Any], mapping: FieldMapping, *, record_id: st
         current[canonical] = (
             None if mapping.is_unset(canonical, raw) else mapping.to_canonical(canonical, str(raw))
         )
-    number = fields.get("number")
+    number = fields.get(mapping.record_number)
     return Ticket(
         system=mapping.system,
         record_id=record_id,

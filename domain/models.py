@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CANONICAL_FIELDS",
     "FIELD_NAME_PATTERN",
+    "GUID_PATTERN",
+    "RECORD_ID_PATTERNS",
     "SUMMARY_MAX_CHARS",
     "SYS_ID_PATTERN",
     "TABLE_PATTERN",
@@ -31,6 +33,10 @@ CANONICAL_FIELDS: tuple[str, ...] = (
 FIELD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 #: ServiceNow sys_id (32 lowercase hex) and table names, shared by every boundary that checks them.
 SYS_ID_PATTERN = r"^[0-9a-f]{32}$"
+#: A Dataverse record id: a GUID in its canonical lower-case 8-4-4-4-12 form.
+GUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+#: The record-id pattern of each platform.
+RECORD_ID_PATTERNS = {"servicenow": SYS_ID_PATTERN, "dataverse": GUID_PATTERN}
 TABLE_PATTERN = r"^[a-z][a-z0-9_]{0,79}$"
 SUMMARY_MAX_CHARS = 160
 

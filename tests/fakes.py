@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.base import SourceRecord
-from domain.errors import ConnectorError
+from domain.errors import ConflictError, ConnectorError
 from domain.models import Suggestion, Ticket
 
 
@@ -30,11 +30,17 @@ class FakeConnector:
         self.commit_then_fail: list[Exception] = []
         self.fail_update: list[ConnectorError] = []  # refused before anything is applied
         self.person_edits: list[tuple[str, dict[str, str]]] = []
+        self.emails: dict[str, str] = {}  # record id -> the first e-mail's body
+        self.refuse_stale = False  # Dataverse-like: a stale etag is refused with 412
+        self.person_edits_per_update = 0  # 0: all pending edits land before the next update
         self.user = "svc_ticket_enricher"
 
     def _maybe_fail(self) -> None:
         if self.fail_next:
             raise self.fail_next.pop(0)
+
+    def etag_of(self, record_id: str) -> str:
+        return f'W/"{self.records[record_id].get("sys_mod_count") or 0}"'
 
     def get(self, table: str, record_id: str, fields: Sequence[str]) -> SourceRecord:
         self._maybe_fail()
@@ -43,7 +49,9 @@ class FakeConnector:
         if record_id not in self.records:
             raise NotFoundError("No Record found", system="servicenow", status_code=404)
         rec = self.records[record_id]
-        return SourceRecord("servicenow", table, record_id, {f: rec.get(f, "") for f in fields})
+        fields_read = {f: rec.get(f, "") for f in fields}
+        etag = self.etag_of(record_id) if self.refuse_stale else None
+        return SourceRecord("servicenow", table, record_id, fields_read, etag=etag)
 
     def apply(self, record_id: str, values: Mapping[str, str], user: str) -> None:
         """Write ``values`` as ``user``: bump sys_mod_count, audit each changed field."""
@@ -67,9 +75,11 @@ class FakeConnector:
         self._maybe_fail()
         if self.fail_update:
             raise self.fail_update.pop(0)
-        while self.person_edits:
+        for _ in range(min(self.person_edits_per_update or 10**6, len(self.person_edits))):
             who, edit = self.person_edits.pop(0)
             self.apply(record_id, edit, who)
+        if self.refuse_stale and etag is not None and etag != self.etag_of(record_id):
+            raise ConflictError("412 version mismatch", system="dataverse", status_code=412)
         values = dict(changes)
         self.apply(record_id, values, self.user)
         values.pop("work_notes", None)
@@ -77,6 +87,9 @@ class FakeConnector:
         if self.commit_then_fail:
             raise self.commit_then_fail.pop(0)
         return SourceRecord("servicenow", table, record_id, dict(self.records[record_id]))
+
+    def fallback_text(self, table: str, record_id: str) -> str | None:
+        return self.emails.get(record_id)
 
     def has_note(self, table: str, record_id: str, marker: str, *, element: str) -> bool:
         return any(rid == record_id and marker in note for rid, note in self.notes)

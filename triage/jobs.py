@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from domain.errors import InboundError
-from domain.models import SYS_ID_PATTERN, TABLE_PATTERN
+from domain.models import GUID_PATTERN, RECORD_ID_PATTERNS, SYS_ID_PATTERN, TABLE_PATTERN
 from triage.inbound import bounded, describe_validation_error, excerpt, parse_json
 
 __all__ = [
@@ -49,7 +57,7 @@ class EnrichJob(BaseModel):
     version: Literal[1] = 1
     system: Literal["servicenow", "dataverse"] = "servicenow"
     table: str = Field(pattern=TABLE_PATTERN)
-    record_id: str = Field(pattern=SYS_ID_PATTERN)
+    record_id: str = Field(pattern=f"{SYS_ID_PATTERN}|{GUID_PATTERN}")
     received_at: float = Field(ge=0)
     requeues: int = Field(0, ge=0)
     source: Literal["webhook", "backfill", "cli"] = "webhook"
@@ -61,6 +69,12 @@ class EnrichJob(BaseModel):
         if type(value) is not int:
             raise ValueError("version must be the integer 1")
         return value
+
+    @model_validator(mode="after")
+    def _record_id_of_its_system(self) -> EnrichJob:
+        if not re.fullmatch(RECORD_ID_PATTERNS[self.system], self.record_id):
+            raise ValueError(f"record_id is not a {self.system} record id")
+        return self
 
     def to_message(self) -> str:
         """Serialise for the queue (the binding / SDK base64-encodes it)."""

@@ -25,13 +25,17 @@ from dataclasses import dataclass, field
 
 from connectors.base import Connector, SourceRecord
 from connectors.state import ClaimStore, MemoryClaimStore
-from domain.errors import ClaimedError, ConnectorError, ThrottledError, UnavailableError
+from domain.errors import (
+    ClaimedError,
+    ConflictError,
+)
 from domain.mapping import FieldMapping, to_ticket
 from domain.models import EnrichmentResult, Ticket
 from domain.sanitize import NOTE_MAX_CHARS, sanitize_note, sanitize_write
 from enrichers.base import Enricher
 from enrichers.engine import run_enrichers
 from triage.policy import decide, render_note, to_changes, write_limits
+from triage.restore import RaceRepair, may_have_landed
 
 __all__ = [
     "DEFAULT_LEASE_S",
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 DEFAULT_LEASE_S = 300.0
 #: After a write whose outcome is unknown: time for a late commit to land before a retry looks.
 DEFAULT_SETTLE_S = 90.0
+#: Conditional writes refused because the record changed (412) before we give up for now.
+MAX_CONFLICT_ROUNDS = 3
 
 
 def input_hash(ticket: Ticket) -> str:
@@ -77,6 +83,10 @@ class Pipeline:
     lease_s: float = DEFAULT_LEASE_S
     settle_s: float = DEFAULT_SETTLE_S
 
+    @property
+    def _repair(self) -> RaceRepair:
+        return RaceRepair(self.connector, self.mapping, self.claims, self.lease_s, self.settle_s)
+
     def enrich_record(self, table: str, record_id: str, *, retry: bool = False) -> EnrichmentResult:
         """Enrich one record; platform errors propagate as ``ConnectorError`` subclasses.
 
@@ -84,14 +94,13 @@ class Pipeline:
         redelivered it): the record is then checked for our note before anything is written.
         Raises ``ClaimedError`` when another worker is busy with the same record and input.
         """
-        record = self.connector.get(table, record_id, self.mapping.platform_fields())
-        ticket = to_ticket(record.fields, self.mapping, record_id=record_id)
+        record, ticket = self._read(table, record_id)
         user = self.mapping.integration_user
-        if user and record.fields.get("sys_updated_by") == user:
+        if user and record.fields.get(self.mapping.last_updated_by) == user:
             # The latest update is ours. If it was a fill whose answer was lost (timeout, drop),
             # nobody checked it for a person's edit it overwrote: do it now. The business rule
             # fires on insert only, so this path is rare (a redelivery or a duplicate job).
-            restored = self._restore_overwritten(record, NOTE_MARKER_PREFIX, current=record)
+            restored = self._repair.restore(record, NOTE_MARKER_PREFIX, current=record)
             if restored:
                 return self._result(ticket, "conflict", detail=restored)
             detail = f"last update was made by the integration user {user!r}"
@@ -116,9 +125,9 @@ class Pipeline:
                 # ticket since (else the loop guard above had answered): their update stands.
                 self.claims.complete(claim, "written")
                 return self._result(ticket, "skipped", detail="our note for this text is there")
-            result = self._enrich(record, ticket, digest, attempt=attempt)
+            result = self._enrich_until_current(record, ticket, digest, attempt=attempt)
         except BaseException as exc:
-            if attempt.sent and _may_have_landed(exc):
+            if attempt.sent and may_have_landed(exc):
                 # Timeout, dropped connection, 5xx or a crash after sending: the write may
                 # still commit. Let it settle; the next holder looks for our note first.
                 self.claims.hold(claim, self.settle_s)
@@ -127,6 +136,37 @@ class Pipeline:
             raise
         self.claims.complete(claim, result.status)
         return result
+
+    def _read(self, table: str, record_id: str) -> tuple[SourceRecord, Ticket]:
+        record = self.connector.get(table, record_id, self.mapping.platform_fields())
+        ticket = to_ticket(record.fields, self.mapping, record_id=record_id)
+        if not ticket.description.strip():
+            # A case created from an e-mail keeps its text in the e-mail (Dataverse).
+            extra = self.connector.fallback_text(table, record_id)
+            if extra:
+                ticket = ticket.model_copy(update={"description": extra})
+        return record, ticket
+
+    def _enrich_until_current(
+        self, record: SourceRecord, ticket: Ticket, digest: str, *, attempt: _Attempt
+    ) -> EnrichmentResult:
+        """Enrich; when a conditional write finds the record changed (412), re-read, re-decide.
+
+        Dataverse refuses our PATCH when its etag no longer matches: a person or a process
+        changed the case after our read. Their values are then set on the re-read record, so
+        the policy leaves them alone; nothing is ever written blind.
+        """
+        for round_no in range(1, MAX_CONFLICT_ROUNDS + 1):
+            try:
+                return self._enrich(record, ticket, digest, attempt=attempt)
+            except ConflictError:
+                if round_no == MAX_CONFLICT_ROUNDS:
+                    raise
+                log.info("%s %s changed under us; re-reading", record.system, record.record_id)
+                attempt.sent = False  # refused (412): nothing of this round landed
+                record, ticket = self._read(record.table, record.record_id)
+                digest = input_hash(ticket)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _already_written(self, record: SourceRecord, digest: str) -> bool:
         return self.connector.has_note(
@@ -162,11 +202,9 @@ class Pipeline:
                 ticket, "dry_run", changes=values, note=body.get(note_field), **base
             )
         attempt.sent = True
-        stored = self.connector.update(record.table, record.record_id, body)
+        stored = self.connector.update(record.table, record.record_id, body, etag=record.etag)
         log.info("wrote %s to %s %s", sorted(values), record.system, record.record_id)
-        restored = self._restore_overwritten(
-            record, note_marker(digest), current=stored, read=record
-        )
+        restored = self._repair.restore(record, note_marker(digest), current=stored, read=record)
         status, detail = ("conflict", restored) if restored else ("written", _check(values, stored))
         return self._result(
             ticket,
@@ -176,66 +214,6 @@ class Pipeline:
             note=body.get(note_field),
             **base,
         )
-
-    def _restore_overwritten(
-        self,
-        record: SourceRecord,
-        marker: str,
-        *,
-        current: SourceRecord,
-        read: SourceRecord | None = None,
-    ) -> str:
-        """Put back what a person set between our read and our write; '' when nothing was.
-
-        ``current`` is the record as it is now (our update's answer, or a fresh read); a field
-        is restored only while it still holds our value, so a later correction stands.
-        """
-        note_field = self.mapping.note_field
-        try:
-            theirs = self.connector.overwritten(
-                record.table,
-                record.record_id,
-                written=current,
-                marker=marker,
-                element=note_field,
-                read=read,
-            )
-        except ConnectorError as exc:
-            log.warning("could not check %s for concurrent edits: %s", record.record_id, exc)
-            return ""
-        canonical = {platform: name for name, platform in self.mapping.fields.items()}
-        restore = {
-            f: old
-            for f, (old, ours) in theirs.items()
-            if f in canonical
-            and self.mapping.writes(canonical[f])
-            and not self.mapping.is_unset(canonical[f], old)
-            and str(current.fields.get(f, ours)) == ours
-        }
-        if not restore:
-            return ""
-        names = ", ".join(canonical[f] for f in sorted(restore))
-        # Two workers may find the same clobber (a duplicate job on the loop-guard path): the
-        # update being repaired is claimed, so one restore and one note are written.
-        key = f"{record.system}:{record.table}:{record.record_id}:restore:{_count(current)}"
-        claim = self.claims.claim(key, lease_s=self.lease_s)
-        if claim.state != "acquired":
-            return f"a person's value is being restored: {names}"
-        note = sanitize_note(
-            f"{self.mapping.note_prefix} Someone set {names} while this ticket was being filled "
-            "automatically; their value is kept and the automatic value withdrawn."
-        )
-        try:
-            self.connector.update(record.table, record.record_id, {**restore, note_field: note})
-        except BaseException as exc:
-            if _may_have_landed(exc):
-                self.claims.hold(claim, self.settle_s)
-            else:
-                self.claims.release(claim)
-            raise
-        self.claims.complete(claim, "restored")
-        log.warning("restored %s on %s %s", sorted(restore), record.system, record.record_id)
-        return f"a person's value restored: {names}"
 
     @staticmethod
     def _result(ticket: Ticket, status: str, **kwargs: object) -> EnrichmentResult:
@@ -253,23 +231,6 @@ class Pipeline:
 @dataclass
 class _Attempt:
     sent: bool = False  # a write request left this worker
-
-
-def _may_have_landed(exc: BaseException) -> bool:
-    """False for failures that prove the platform did not apply the write.
-
-    Every ``ConnectorError`` but ``UnavailableError`` is an answer refusing the request (4xx,
-    auth) or a request we refused to send; 429 is refused before processing.
-    """
-    if isinstance(exc, ThrottledError):
-        return False
-    return isinstance(exc, UnavailableError) or not isinstance(exc, ConnectorError)
-
-
-def _count(record: SourceRecord) -> str:
-    """The record's update count as a key part (ServiceNow sys_mod_count; else its etag)."""
-    value = record.fields.get("sys_mod_count", record.etag)
-    return "".join(c for c in str(value) if c.isalnum())[:40]
 
 
 def _check(changes: Mapping[str, str], stored: SourceRecord) -> str:

@@ -98,3 +98,15 @@ def test_truncation_marker_counts_the_bytes_left_out():
     message = json.loads(poison_message(raw, "x"))["message"]
     kept, _, tail = message.partition("…[truncated ")
     assert len(kept) > 1000 and tail == f"{100_000 - len(kept)} bytes]"
+
+
+def test_a_dataverse_job_carries_a_guid_and_each_system_only_its_own_ids():
+    guid = "5f6b1c1e-7a2b-4c8d-9e0f-1a2b3c4d5e6f"
+    job = EnrichJob(system="dataverse", table="incidents", record_id=guid, received_at=1.0)
+    assert EnrichJob.from_message(job.to_message()) == job
+    for system, record_id in (("dataverse", "a" * 32), ("servicenow", guid)):
+        raw = json.dumps(
+            {"system": system, "table": "incident", "record_id": record_id, "received_at": 1.0}
+        )
+        with pytest.raises(InboundError, match="record id"):
+            EnrichJob.from_message(raw)

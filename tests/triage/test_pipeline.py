@@ -1,7 +1,7 @@
 import pytest
 
 from connectors.state import MemoryClaimStore
-from domain.errors import AuthError, ClaimedError, UnavailableError
+from domain.errors import AuthError, ClaimedError, ConflictError, UnavailableError
 from domain.mapping import load_mapping
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
 from tests.simulators import FakeClock
@@ -204,3 +204,45 @@ def test_a_lost_answer_after_a_clobbering_write_is_repaired_on_retry():
     # The restore is our latest update now: checking it again finds nothing to do.
     assert pipe.enrich_record("incident", SYS_ID, retry=True).status == "skipped"
     assert conn.records[SYS_ID]["category"] == "hardware"
+
+
+def test_a_conditional_write_refused_as_stale_re_reads_and_re_decides():
+    conn = FakeConnector({SYS_ID: new_incident()})
+    conn.refuse_stale = True  # Dataverse: If-Match with the etag we read
+    conn.person_edits.append(("anna.b", {"category": "hardware"}))  # lands after our read
+    pipe = _worker(
+        conn,
+        MemoryClaimStore(),
+        suggestion("category", "network", 0.99),
+        suggestion("impact", "high", 0.99),
+    )
+    result = pipe.enrich_record("incident", SYS_ID)
+    assert result.status == "written"
+    assert conn.records[SYS_ID]["category"] == "hardware"  # the person's value, never overwritten
+    assert conn.records[SYS_ID]["impact"] == "1"  # re-decided: only what is still unset
+    assert conn.updates == [(SYS_ID, {"impact": "1"})]
+    assert len(conn.notes) == 1
+
+
+def test_a_record_that_keeps_changing_gives_up_without_writing():
+    conn = FakeConnector({SYS_ID: new_incident()})
+    conn.refuse_stale = True
+    for n in range(5):
+        conn.person_edits.append(("bot", {"assigned_to": f"agent{n}"}))
+    conn.person_edits_per_update = 1
+    pipe = _worker(conn, MemoryClaimStore(), suggestion("category", "network", 0.99))
+    with pytest.raises(ConflictError):
+        pipe.enrich_record("incident", SYS_ID)
+    assert conn.updates == [] and conn.notes == []
+    # The claim was released (nothing landed): the host's retry can try again at once.
+    conn.person_edits.clear()
+    assert pipe.enrich_record("incident", SYS_ID, retry=True).status == "written"
+
+
+def test_an_empty_description_is_read_from_the_first_email():
+    conn = FakeConnector({SYS_ID: new_incident(description="")})
+    conn.emails[SYS_ID] = "<p>Hej, kassen i butik 7 virker ikke.</p>"
+    enricher = FixedEnricher([suggestion("category", "hardware", 0.99)])
+    pipe = Pipeline(conn, M, [enricher], claims=MemoryClaimStore())
+    pipe.enrich_record("incident", SYS_ID)
+    assert "kassen i butik 7" in enricher.calls[0].description

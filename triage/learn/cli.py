@@ -105,7 +105,7 @@ def labelled_from_connector(
     missing = [f for f in fields if f not in mapping.fields]
     if missing:
         raise ConfigError(f"the mapping has no platform field for {', '.join(missing)}")
-    platform = [mapping.fields["title"], mapping.fields["description"], "sys_updated_by"]
+    platform = [mapping.fields["title"], mapping.fields["description"], mapping.last_updated_by]
     platform += [mapping.fields[f] for f in fields]
     texts: list[str] = []
     labels: dict[str, list[str | None]] = {f: [] for f in fields}
@@ -113,7 +113,10 @@ def labelled_from_connector(
     for record in connector.iter_records(mapping.table, query, sorted(set(platform))):
         values = record.fields
         # Last touched by us and never by a person: its labels are our own guesses.
-        if mapping.integration_user and values.get("sys_updated_by") == mapping.integration_user:
+        if (
+            mapping.integration_user
+            and values.get(mapping.last_updated_by) == mapping.integration_user
+        ):
             skipped += 1
             continue
         title = str(values.get(mapping.fields["title"]) or "")
