@@ -32,6 +32,7 @@ from domain.models import FIELD_NAME_PATTERN, Ticket
 __all__ = [
     "DEFAULT_MAPPING_PATH",
     "DEFAULT_PRIORITY_MATRIX",
+    "DYNAMICS_DEFAULT_MAPPING_PATH",
     "FieldMapping",
     "format_validation_error",
     "load_mapping",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 DEFAULT_MAPPING_PATH = Path(__file__).with_name("data") / "servicenow_default_mapping.yaml"
+#: The Dynamics 365 default: out-of-box Case columns only (see the file's header).
+DYNAMICS_DEFAULT_MAPPING_PATH = Path(__file__).with_name("data") / "dynamics_default_mapping.yaml"
 
 #: ServiceNow's out-of-box priority lookup (dl_u_priority): impact × urgency → priority.
 DEFAULT_PRIORITY_MATRIX: dict[str, dict[str, str]] = {

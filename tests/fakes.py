@@ -10,6 +10,9 @@ from connectors.base import SourceRecord
 from domain.errors import ConflictError, ConnectorError
 from domain.models import Suggestion, Ticket
 
+#: ServiceNow's journal field and Dataverse's annotation pseudo-field: a note, not a value.
+NOTE_FIELDS = ("work_notes", "annotation")
+
 
 class FakeConnector:
     """An in-memory ServiceNow-like table that records updates; can be told to fail.
@@ -58,15 +61,15 @@ class FakeConnector:
         rec = self.records[record_id]
         count = int(rec.get("sys_mod_count") or 0) + 1
         for name, value in values.items():
-            old = "" if name == "work_notes" else str(rec.get(name, ""))
+            old = "" if name in NOTE_FIELDS else str(rec.get(name, ""))
             self.audit.append(
                 {"documentkey": record_id, "fieldname": name, "oldvalue": old,
                  "newvalue": value, "user": user, "record_checkpoint": str(count)}
             )  # fmt: skip
-        note = values.get("work_notes")
+        note = next((values[k] for k in NOTE_FIELDS if k in values), None)
         if note is not None:
             self.notes.append((record_id, note))
-        rec.update({k: v for k, v in values.items() if k != "work_notes"})
+        rec.update({k: v for k, v in values.items() if k not in NOTE_FIELDS})
         rec.update(sys_updated_by=user, sys_mod_count=str(count))
 
     def update(
@@ -82,7 +85,8 @@ class FakeConnector:
             raise ConflictError("412 version mismatch", system="dataverse", status_code=412)
         values = dict(changes)
         self.apply(record_id, values, self.user)
-        values.pop("work_notes", None)
+        for name in NOTE_FIELDS:
+            values.pop(name, None)
         self.updates.append((record_id, values))
         if self.commit_then_fail:
             raise self.commit_then_fail.pop(0)
