@@ -1,0 +1,503 @@
+"""Dataverse (Dynamics 365) Web API v9.2 connector: raw values in, raw values out.
+
+Reads send the headers of dataverse.md §1 and an explicit ``$select``; choices come back as
+integers, lookups as ``_<name>_value`` GUIDs, and the record's ``@odata.etag`` becomes
+``SourceRecord.etag``. Writes are one ``$batch`` holding ONE change set (all or nothing): the
+PATCH of the values with ``If-Match: <etag read>`` (``*`` only when no etag is known, so a missing
+case is never created: 404), and, when ``changes`` holds the pseudo-field ``annotation``, the POST
+of that note on the case. A 412 means a person or process changed the case since our read: it
+surfaces as ``ConflictError`` for the caller to re-read and re-decide; nothing was written.
+
+Values are converted by the ``field_types`` given at construction: ``text`` as is, ``choice``
+→ int, ``lookup:<entity set>`` → ``<nav>@odata.bind: /<entity set>(<guid>)`` where ``<nav>`` is
+the read name without ``_`` and ``_value`` (``_subjectid_value`` → ``subjectid``). A column with
+no declared type is refused. ``MSCRM.BypassBusinessLogicExecution`` is sent on writes when
+configured (the application user needs ``prvBypassCustomBusinessLogic``).
+
+Every attempt goes through the ``Pacer`` (client-side service-protection pacing) and the one
+``HttpClient`` retry layer (429 ``Retry-After``, 401 → token refreshed once).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from connectors._auth import BearerAuth, TokenProvider
+from connectors._http import HttpClient, request_id_of
+from connectors._msal import MsalTokenProvider
+from connectors._pacing import Pacer
+from connectors.base import SourceRecord, System
+from connectors.odata_batch import (
+    BatchFormatError,
+    BatchRequest,
+    BatchResult,
+    ChangeSet,
+    build_batch,
+    first_failure,
+    parse_batch_response,
+)
+from domain.errors import ConfigError, RejectedError, UnavailableError
+from domain.redact import Redactor
+from domain.settings import DataverseSettings, HttpSettings, Settings
+
+__all__ = ["NOTE_FIELD", "DataverseConnector", "build_dataverse_connector"]
+
+log = logging.getLogger(__name__)
+
+SYSTEM: System = "dataverse"
+API = "/api/data/v9.2"
+NOTE_FIELD = "annotation"  # pseudo-field of update(): the note to add to the record
+ENTITY_SETS: Mapping[str, str] = {
+    "incident": "incidents",
+    "annotation": "annotations",
+    "email": "emails",
+    "subject": "subjects",
+}
+BASE_HEADERS: Mapping[str, str] = {
+    "Accept": "application/json",
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+}
+READ_HEADERS: Mapping[str, str] = {**BASE_HEADERS, "If-None-Match": "null"}
+AUDIT_FIELDS = ("modifiedon", "_modifiedby_value")
+GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SET_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+ORDER_RE = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(?: (?:asc|desc))?(?:,[A-Za-z_][A-Za-z0-9_]*(?: (?:asc|desc))?)*$"
+)
+CHOICE_RE = re.compile(r"^-?\d{1,10}$")
+NOTE_MARKER_RE = re.compile(r"^[A-Za-z0-9 _.:-]{1,80}$")
+# Characters left readable in query option values; everything else is percent-encoded.
+QUERY_SAFE = "(),'=:/@*."
+
+
+class DataverseConnector:
+    """Reads and writes Dataverse records through the Web API (``incidents`` and friends)."""
+
+    system: System = SYSTEM
+
+    def __init__(
+        self,
+        settings: DataverseSettings,
+        http_settings: HttpSettings,
+        *,
+        field_types: Mapping[str, str],
+        token_provider: TokenProvider | None = None,
+        session: requests.Session | None = None,
+        pacer: Pacer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        redactor: Redactor | None = None,
+        note_subject: str = "Ticket enrichment",
+    ) -> None:
+        self._settings = settings
+        self._base = settings.base_url
+        self._field_types = _check_field_types(field_types)
+        self._note_subject = note_subject
+        self._owns_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self.redactor = redactor if redactor is not None else Redactor()
+        if token_provider is None:
+            timeout = (http_settings.connect_timeout_s, http_settings.read_timeout_s)
+            token_provider = MsalTokenProvider(
+                settings, timeout=timeout, http_client=self._session, redactor=self.redactor
+            )
+        self.pacer = pacer if pacer is not None else Pacer(sleep=sleep, monotonic=monotonic)
+        self._http = HttpClient(
+            SYSTEM,
+            http_settings,
+            session=self._session,
+            auth=BearerAuth(token_provider),
+            sleep=sleep,
+            now=now,
+            monotonic=monotonic,
+            redactor=self.redactor,
+            pacer=self.pacer.slot,
+        )
+        self._who_am_i: str | None = None
+
+    def get(self, table: str, record_id: str, fields: Sequence[str]) -> SourceRecord:
+        """Read one record's raw values and its etag (``NotFoundError`` when missing)."""
+        url = f"{self._record_url(table, record_id)}?{_query({'$select': _select(fields)})}"
+        body = _json(self._http.request("GET", url, headers=READ_HEADERS))
+        etag = body.get("@odata.etag")
+        return SourceRecord(
+            SYSTEM,
+            table,
+            record_id.lower(),
+            _plain(body),
+            etag=etag if isinstance(etag, str) else None,
+        )
+
+    def update(
+        self,
+        table: str,
+        record_id: str,
+        changes: Mapping[str, str],
+        *,
+        etag: str | None = None,
+    ) -> SourceRecord:
+        """Write values and the note in one ``$batch`` change set; return the record re-read.
+
+        ``ConflictError`` (412) when the record changed since ``etag`` was read, ``NotFoundError``
+        when it is gone: in both cases nothing was written.
+        """
+        if not changes:
+            raise RejectedError("update with no changes", system=SYSTEM)
+        path = self._record_path(table, record_id)
+        values = {k: v for k, v in changes.items() if k != NOTE_FIELD}
+        extra = self._bypass_headers()
+        requests_: list[BatchRequest] = []
+        if values:
+            headers = {**BASE_HEADERS, **extra, "If-Match": etag if etag is not None else "*"}
+            body = dict(self._convert(k, v) for k, v in values.items())
+            requests_.append(BatchRequest("PATCH", path, headers, body, content_id="1"))
+        if NOTE_FIELD in changes:
+            note = {
+                "subject": self._note_subject,
+                "notetext": changes[NOTE_FIELD],
+                f"objectid_{table}@odata.bind": path.removeprefix(API),
+            }
+            headers = {**BASE_HEADERS, **extra}
+            requests_.append(
+                BatchRequest("POST", f"{API}/annotations", headers, note, content_id="2")
+            )
+        response = self._send_change_set(requests_, extra)
+        log.info(
+            "dataverse: updated %s/%s fields=%s note=%s request_id=%s",
+            table,
+            record_id,
+            sorted(values),
+            NOTE_FIELD in changes,
+            request_id_of(response),
+        )
+        return self.get(table, record_id, [*values, *AUDIT_FIELDS])
+
+    def has_note(
+        self, table: str, record_id: str, marker: str, *, element: str = NOTE_FIELD
+    ) -> bool:
+        """Whether an annotation on the record contains ``marker`` (``element`` is unused)."""
+        record_id = _check_guid(record_id)
+        _entity_set(table)
+        if not NOTE_MARKER_RE.fullmatch(marker):
+            raise RejectedError("invalid note marker", system=SYSTEM)
+        query = {
+            "$filter": f"_objectid_value eq {record_id} and contains(notetext,'{marker}')",
+            "$select": "annotationid",
+            "$top": "1",
+        }
+        url = f"{self._base}{API}/annotations?{_query(query)}"
+        rows = _rows(_json(self._http.request("GET", url, headers=READ_HEADERS)))
+        return bool(rows)
+
+    def overwritten(
+        self,
+        table: str,
+        record_id: str,
+        *,
+        written: SourceRecord,
+        marker: str,
+        element: str = NOTE_FIELD,
+        read: SourceRecord | None = None,
+    ) -> dict[str, tuple[str, str]]:
+        """Always ``{}``: every write carries ``If-Match``, so a concurrent change is refused
+        (412 → ``ConflictError``) instead of overwritten; there is never anything to restore."""
+        return {}
+
+    def iter_records(
+        self,
+        table: str,
+        query: str,
+        fields: Sequence[str],
+        *,
+        page_size: int | None = None,
+        order_by: str | None = None,
+    ) -> Iterator[SourceRecord]:
+        """Yield every record matching the OData ``$filter`` ``query``, in a stable order.
+
+        Pages with ``Prefer: odata.maxpagesize`` and follows ``@odata.nextLink`` unchanged
+        (never ``$skip``); a link off this organisation or seen before is refused.
+        """
+        entity_set = _entity_set(table)
+        key = f"{table}id"
+        size = page_size if page_size is not None else self._settings.page_size
+        if not 1 <= size <= 5000:
+            raise RejectedError(f"page_size must be 1..5000, got {size}", system=SYSTEM)
+        order = order_by if order_by is not None else f"createdon asc,{key} asc"
+        if not ORDER_RE.fullmatch(order):
+            raise RejectedError("invalid $orderby", system=SYSTEM)
+        if re.search(r"[\x00-\x1f]", query):
+            raise RejectedError("invalid $filter", system=SYSTEM)
+        options = {"$select": _select([key, *fields])}
+        if query.strip():
+            options["$filter"] = query.strip()
+        options["$orderby"] = order
+        url: str | None = f"{self._base}{API}/{entity_set}?{_query(options)}"
+        headers = {**READ_HEADERS, "Prefer": f"odata.maxpagesize={size}"}
+        links: set[str] = set()
+        seen: set[str] = set()
+        while url is not None:
+            body = _json(self._http.request("GET", url, headers=headers))
+            for row in _rows(body):
+                record_id = row.get(key)
+                if not isinstance(record_id, str) or not record_id:
+                    raise UnavailableError(f"{table} row without {key}", system=SYSTEM)
+                if record_id not in seen:
+                    seen.add(record_id)
+                    etag = row.get("@odata.etag")
+                    yield SourceRecord(
+                        SYSTEM,
+                        table,
+                        record_id,
+                        _plain(row),
+                        etag if isinstance(etag, str) else None,
+                    )
+            url = self._next_link(body, links)
+
+    def who_am_i(self) -> str:
+        """The ``systemuserid`` of the application user we act as (cached after the first call)."""
+        if self._who_am_i is None:
+            body = _json(
+                self._http.request("GET", f"{self._base}{API}/WhoAmI", headers=READ_HEADERS)
+            )
+            user_id = body.get("UserId")
+            if not isinstance(user_id, str) or not GUID_RE.fullmatch(user_id):
+                raise UnavailableError("WhoAmI answered without a UserId", system=SYSTEM)
+            self._who_am_i = user_id.lower()
+        return self._who_am_i
+
+    def first_email_text(self, case_id: str) -> str | None:
+        """The HTML ``description`` of the earliest e-mail activity regarding the case, if any."""
+        query = {
+            "$filter": f"_regardingobjectid_value eq {_check_guid(case_id)}",
+            "$orderby": "createdon asc",
+            "$select": "description,subject",
+            "$top": "1",
+        }
+        url = f"{self._base}{API}/emails?{_query(query)}"
+        rows = _rows(_json(self._http.request("GET", url, headers=READ_HEADERS)))
+        text = rows[0].get("description") if rows else None
+        return text if isinstance(text, str) and text else None
+
+    def list_subjects(self) -> list[dict[str, str]]:
+        """The Subject tree: ``subjectid``, ``title``, ``_parentsubject_value`` (or "")."""
+        rows = self.iter_records(
+            "subject", "", ["title", "_parentsubject_value"], order_by="title asc,subjectid asc"
+        )
+        return [
+            {k: str(r.fields.get(k) or "") for k in ("subjectid", "title", "_parentsubject_value")}
+            for r in rows
+        ]
+
+    def list_choices(
+        self, columns: Sequence[str], *, table: str = "incident"
+    ) -> list[dict[str, str]]:
+        """Options of the picklist ``columns``: ``element``, ``value`` (int as text), ``label``."""
+        _entity_set(table)
+        wanted = {_check_field(c) for c in columns}
+        url = (
+            f"{self._base}{API}/EntityDefinitions(LogicalName='{table}')/Attributes/"
+            "Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
+            "?$select=LogicalName&$expand=OptionSet($select=Options)"
+        )
+        found: list[dict[str, str]] = []
+        for attribute in _rows(_json(self._http.request("GET", url, headers=READ_HEADERS))):
+            name = attribute.get("LogicalName")
+            if name not in wanted:
+                continue
+            option_set = attribute.get("OptionSet") or {}
+            for option in option_set.get("Options") or []:
+                label = ((option.get("Label") or {}).get("UserLocalizedLabel") or {}).get("Label")
+                found.append(
+                    {
+                        "element": str(name),
+                        "value": str(option.get("Value")),
+                        "label": str(label or ""),
+                    }
+                )
+        return found
+
+    def close(self) -> None:
+        """Release the HTTP session if this connector created it."""
+        if self._owns_session:
+            self._session.close()
+
+    def _send_change_set(
+        self, operations: list[BatchRequest], extra: Mapping[str, str]
+    ) -> requests.Response:
+        batch = build_batch([ChangeSet(operations)])
+        url = f"{self._base}{API}/$batch"
+        response = self._http.request(
+            "POST",
+            url,
+            data=batch.body,
+            headers={**BASE_HEADERS, **extra, "Content-Type": batch.content_type},
+            idempotent=False,  # adds a note: retried only when it provably never left
+            accept=_is_multipart,
+        )
+        try:
+            results = parse_batch_response(response.content, response.headers["Content-Type"])
+        except (BatchFormatError, KeyError) as exc:
+            raise UnavailableError(
+                "unreadable $batch answer: the write may or may not have applied",
+                system=SYSTEM,
+                status_code=response.status_code,
+                request_id=request_id_of(response),
+            ) from exc
+        failed = first_failure(results)
+        if failed is not None:
+            operation = next((o for o in operations if o.content_id == failed.content_id), None)
+            method = operation.method if operation is not None else "POST"
+            where = f"{self._base}{operation.url if operation is not None else API + '/$batch'}"
+            raise self._http.error_for(method, where, _as_response(failed, response))
+        if response.status_code >= 400 or len(results) != len(operations):
+            raise UnavailableError(
+                f"$batch answered {len(results)} of {len(operations)} operations",
+                system=SYSTEM,
+                status_code=response.status_code,
+                request_id=request_id_of(response),
+            )
+        return response
+
+    def _convert(self, field: str, value: str) -> tuple[str, Any]:
+        kind = self._field_types.get(field)
+        if kind is None:
+            raise RejectedError(f"no field type configured for {field[:80]!r}", system=SYSTEM)
+        if kind == "text":
+            return field, value
+        if kind == "choice":
+            if not CHOICE_RE.fullmatch(value.strip()):
+                raise RejectedError(f"{field}: a choice value must be an integer", system=SYSTEM)
+            return field, int(value)
+        entity_set = kind.removeprefix("lookup:")
+        nav = field.removeprefix("_").removesuffix("_value")
+        return f"{nav}@odata.bind", f"/{entity_set}({_check_guid(value.strip())})"
+
+    def _bypass_headers(self) -> dict[str, str]:
+        bypass = self._settings.bypass_business_logic
+        return {"MSCRM.BypassBusinessLogicExecution": bypass} if bypass else {}
+
+    def _record_path(self, table: str, record_id: str) -> str:
+        return f"{API}/{_entity_set(table)}({_check_guid(record_id)})"
+
+    def _record_url(self, table: str, record_id: str) -> str:
+        return f"{self._base}{self._record_path(table, record_id)}"
+
+    def _next_link(self, body: Mapping[str, Any], links: set[str]) -> str | None:
+        link = body.get("@odata.nextLink")
+        if link is None:
+            return None
+        if not isinstance(link, str) or not _same_origin(link, self._base):
+            # Never send our token off the organisation.
+            raise RejectedError("@odata.nextLink points outside the organisation", system=SYSTEM)
+        if link in links:
+            raise UnavailableError("the same @odata.nextLink came back twice", system=SYSTEM)
+        links.add(link)
+        return link
+
+
+def build_dataverse_connector(
+    settings: Settings, *, field_types: Mapping[str, str], redactor: Redactor | None = None
+) -> DataverseConnector:
+    """Build the connector from settings; ``ConfigError`` when Dataverse is not configured."""
+    if settings.dataverse is None:
+        raise ConfigError("Dataverse is not configured (set ENRICH_DATAVERSE__ORG_URL)")
+    return DataverseConnector(
+        settings.dataverse, settings.http, field_types=field_types, redactor=redactor
+    )
+
+
+def _check_field_types(field_types: Mapping[str, str]) -> dict[str, str]:
+    for field, kind in field_types.items():
+        lookup = kind.startswith("lookup:") and SET_RE.fullmatch(kind.removeprefix("lookup:"))
+        if not FIELD_RE.fullmatch(field) or not (kind in ("text", "choice") or lookup):
+            raise ConfigError(f"invalid Dataverse field type for {field[:80]!r}: {kind[:40]!r}")
+        if lookup and not (field.startswith("_") and field.endswith("_value")):
+            raise ConfigError(f"lookup column {field!r} must be named _<name>_value")
+    return dict(field_types)
+
+
+def _entity_set(table: str) -> str:
+    entity_set = ENTITY_SETS.get(table)
+    if entity_set is None:
+        raise RejectedError(f"unsupported Dataverse table {table[:80]!r}", system=SYSTEM)
+    return entity_set
+
+
+def _check_guid(record_id: str) -> str:
+    if not GUID_RE.fullmatch(record_id):
+        raise RejectedError(f"invalid record id {record_id[:40]!r}", system=SYSTEM)
+    return record_id.lower()
+
+
+def _check_field(field: str) -> str:
+    if not FIELD_RE.fullmatch(field):
+        raise RejectedError(f"invalid column name {field[:80]!r}", system=SYSTEM)
+    return field
+
+
+def _select(fields: Sequence[str]) -> str:
+    return ",".join(dict.fromkeys(_check_field(f) for f in fields))
+
+
+def _query(options: Mapping[str, str]) -> str:
+    return "&".join(f"{name}={quote(value, safe=QUERY_SAFE)}" for name, value in options.items())
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's values without OData annotations (``@odata.etag``, formatted values)."""
+    return {k: v for k, v in body.items() if "@" not in k}
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise UnavailableError(
+            f"expected a JSON object from the Web API, got {response.headers.get('Content-Type', 'unknown')[:60]}",
+            system=SYSTEM,
+            status_code=response.status_code,
+            request_id=request_id_of(response),
+        )
+    return body
+
+
+def _rows(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = body.get("value")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UnavailableError("Web API collection without a value array", system=SYSTEM)
+    return rows
+
+
+def _is_multipart(response: requests.Response) -> bool:
+    kind = response.headers.get("Content-Type", "")
+    return response.status_code == 400 and kind.lower().startswith("multipart/")
+
+
+def _as_response(part: BatchResult, outer: requests.Response) -> requests.Response:
+    """A ``requests.Response`` for one batch part, so HttpClient maps it like any answer."""
+    response = requests.Response()
+    response.status_code = part.status
+    response._content = part.body
+    response.headers.update(part.headers)
+    for name in ("x-ms-service-request-id", "REQ_ID"):
+        if name not in response.headers and name in outer.headers:
+            response.headers[name] = outer.headers[name]
+    response.url = outer.url
+    return response
+
+
+def _same_origin(url: str, base: str) -> bool:
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme, a.netloc.lower()) == (b.scheme, b.netloc.lower())
