@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -80,7 +81,7 @@ class Response:
     """
 
     status: int
-    body: Any = None  # JSON value, a str (sent as text/html) or None (empty body)
+    body: Any = None  # JSON value, str (text/html), bytes (Content-Type from headers) or None
     headers: dict[str, str] = field(default_factory=dict)
     after: list[Callable[[], None]] = field(default_factory=list)
     hold_s: float = 0.0
@@ -94,6 +95,8 @@ class LoopbackServer:
     server_header = "Simulator"
 
     def __init__(self) -> None:
+        self.ssl_context: ssl.SSLContext | None = None  # set before start() to serve HTTPS
+        self.port = 0  # 0: an ephemeral port
         self.latency_s = 0.0
         self.errors: list[BaseException] = []  # simulator bugs, surfaced to tests
         self._drops = 0
@@ -121,9 +124,13 @@ class LoopbackServer:
         self.latency_s = 0.0
 
     def start(self) -> Self:
-        """Bind an ephemeral loopback port and serve in a background thread."""
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        """Bind a loopback port (``port``, 0: ephemeral) and serve in a background thread."""
+        self._server = _Server(("127.0.0.1", self.port), _Handler)
         self._server.sim = self
+        if self.ssl_context is not None:  # the handshake runs in the handler thread (setup)
+            self._server.socket = self.ssl_context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
@@ -149,10 +156,11 @@ class LoopbackServer:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:54321``."""
+        """Base URL, e.g. ``http://127.0.0.1:54321`` (``https`` with an ``ssl_context``)."""
         if self._server is None:
             raise RuntimeError("simulator is not running")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def _dispatch(self, req: Request) -> Response | None:
         """Apply transport faults, then ``handle``; None means: drop the connection."""
@@ -225,6 +233,12 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.track(self.connection, alive=True)
+        if isinstance(self.connection, ssl.SSLSocket):
+            try:
+                self.connection.do_handshake()
+            except (OSError, ssl.SSLError):  # e.g. a client that does not trust the cert
+                self.server.track(self.connection, alive=False)
+                raise
 
     def finish(self) -> None:
         try:
@@ -253,7 +267,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(resp)
 
     def _send(self, resp: Response) -> None:
-        if isinstance(resp.body, str):
+        if isinstance(resp.body, bytes):
+            payload, ctype = resp.body, ""  # the simulator set Content-Type itself
+        elif isinstance(resp.body, str):
             payload, ctype = resp.body.encode(), "text/html;charset=UTF-8"
         else:
             payload = b"" if resp.body is None else json.dumps(resp.body).encode()
@@ -263,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(resp.status)  # buffered until end_headers()
             for name, value in resp.headers.items():
                 self.send_header(name, value)
-            if payload:
+            if payload and ctype:
                 self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()

@@ -710,3 +710,11 @@ class ServiceNowSimulator(LoopbackServer):
 
     def _stamp(self) -> str:
         return datetime.fromtimestamp(self.clock.now(), UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from tests.simulators.__main__ import main
+
+    main(["servicenow", *sys.argv[1:]])
