@@ -19,9 +19,9 @@ from connectors.odata_batch import (
 )
 
 # JSON values with any unicode, CRLF, quotes and text that looks like multipart framing.
-_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
-) | st.sampled_from(["\r\n--batch_x\r\n", "--changeset_1--", "\r\n\r\n", "HTTP/1.1 200 OK"])
+_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40) | st.sampled_from(
+    ["\r\n--batch_x\r\n", "--changeset_1--", "\r\n\r\n", "HTTP/1.1 200 OK"]
+)
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | _text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
