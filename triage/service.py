@@ -10,8 +10,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from connectors.state import MemoryReplayGuard, ReplayGuard
 from domain.errors import (
@@ -27,14 +27,17 @@ from domain.errors import (
 )
 from domain.models import EnrichmentResult
 from domain.settings import Settings
+from triage.dataverse_hook import accept_dataverse_call
+from triage.dataverse_inbound import WebhookKeys
 from triage.inbound import TIMESTAMP_HEADER, check_size, parse_event, verify_signature
 from triage.jobs import EnrichJob, message_bytes, poison_message
 from triage.pipeline import Pipeline
+from triage.replies import WebhookReply, error_reply
 
 if TYPE_CHECKING:
     from connectors.queue import JobQueue
 
-__all__ = ["Service", "WebhookReply"]
+__all__ = ["Service", "WebhookReply"]  # WebhookReply re-exported from triage.replies
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +50,6 @@ CLAIM_RETENTION_S = 7 * 24 * 3600.0
 _PERMANENT = (AuthError, RejectedError, MappingError, ConfigError)
 
 
-@dataclass(frozen=True)
-class WebhookReply:
-    """The HTTP answer to a webhook call, and the job to enqueue when accepted."""
-
-    status: int
-    body: dict[str, Any]
-    job: EnrichJob | None = None
-
-
 @dataclass
 class Service:
     """The webhook and queue-worker logic, with every dependency passed in."""
@@ -66,6 +60,10 @@ class Service:
     poison: JobQueue
     replay: ReplayGuard | None = None  # None: a per-process guard on ``now`` (CLI, tests)
     now: Callable[[], float] = time.time
+    #: Pipelines of further platforms by system ("dataverse"), besides ``pipeline``'s own.
+    others: Mapping[str, Pipeline] = field(default_factory=dict)
+    #: The keys a Dataverse webhook call must carry; None refuses Dataverse calls (503).
+    dataverse_keys: WebhookKeys | None = None
 
     def __post_init__(self) -> None:
         if self.replay is None:
@@ -77,7 +75,7 @@ class Service:
         hook = self.settings.webhook
         if hook.secret is None:
             log.error("ENRICH_WEBHOOK__SECRET is not set; refusing webhook calls")
-            return _error(503, "not_configured", "the webhook secret is not configured")
+            return error_reply(503, "not_configured", "the webhook secret is not configured")
         lowered = {k.lower(): v for k, v in headers.items()}
         try:
             check_size(body, hook.max_body_bytes)
@@ -88,12 +86,33 @@ class Service:
             )
         except InboundError as exc:
             log.warning("webhook refused (%s): %s", exc.status, exc)
-            return _error(exc.status, exc.code, str(exc))
+            return error_reply(exc.status, exc.code, str(exc))
         refused = self._refuse_replay(body, lowered)
         if refused is not None:
             return refused
         job = EnrichJob(table=event.table, record_id=event.sys_id, received_at=self.now())
         return WebhookReply(202, {"status": "accepted", "record_id": event.sys_id}, job)
+
+    def accept_dataverse_webhook(
+        self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> WebhookReply:
+        """Authenticate and validate a Dataverse webhook call; never raises for bad input."""
+        dataverse = self.pipeline_for("dataverse")
+        return accept_dataverse_call(
+            body,
+            headers,
+            query,
+            keys=self.dataverse_keys,
+            application_user_id=dataverse.mapping.integration_user if dataverse else None,
+            max_bytes=self.settings.webhook.max_body_bytes,
+            now=self.now(),
+        )
+
+    def pipeline_for(self, system: str) -> Pipeline | None:
+        """The pipeline of ``system``, or None when that platform is not configured."""
+        if self.pipeline.mapping.system == system:
+            return self.pipeline
+        return self.others.get(system)
 
     def purge_state(self) -> dict[str, int]:
         """Forget expired replay keys and old claims (the hourly timer); never raises."""
@@ -121,10 +140,10 @@ class Service:
         except ConnectorError as exc:
             # Fail closed: without the store a captured request could be replayed at will.
             log.error("replay store unavailable; refusing webhook calls: %s", exc)
-            return _error(503, "unavailable", "the replay store is unavailable; try again")
+            return error_reply(503, "unavailable", "the replay store is unavailable; try again")
         if not first:
             log.warning("webhook refused (409): a repeat of an accepted request")
-            return _error(409, "replayed", "this signed request was already accepted")
+            return error_reply(409, "replayed", "this signed request was already accepted")
         return None
 
     def process_job(
@@ -143,8 +162,14 @@ class Service:
         except InboundError as exc:
             self._poison_malformed(message, f"{exc.code}: {exc}")
             return None
+        pipeline = self.pipeline_for(job.system)
+        if pipeline is None:
+            reason = f"not_configured: no {job.system} platform is configured"
+            log.error("job for %s %s: %s", job.system, job.record_id, reason)
+            self.poison.send(poison_message(message, reason))
+            return None
         try:
-            return self.pipeline.enrich_record(job.table, job.record_id, retry=dequeue_count > 1)
+            return pipeline.enrich_record(job.table, job.record_id, retry=dequeue_count > 1)
         except (ThrottledError, ClaimedError) as exc:
             self._requeue(job, exc)
             return None
@@ -190,7 +215,3 @@ class Service:
         self.requeue.send(again.to_message(), delay_s=delay)
         why = "busy elsewhere" if isinstance(exc, ClaimedError) else "throttled"
         log.warning("%s on %s; re-enqueued with a %.0f s delay", why, job.record_id, delay)
-
-
-def _error(status: int, code: str, message: str) -> WebhookReply:
-    return WebhookReply(status, {"error": {"code": code, "message": message}})
