@@ -68,7 +68,7 @@ def signed(body, ctype="application/json"):
 
 def test_functions_are_indexed():
     names = {f.get_function_name() for f in function_app.app.get_functions()}
-    assert names == {"servicenow_webhook", "enrich_worker", "state_cleanup"}
+    assert names == {"servicenow_webhook", "dynamics_webhook", "enrich_worker", "state_cleanup"}
 
 
 def test_webhook_enqueues_and_answers_202(service):
@@ -186,3 +186,25 @@ def test_state_cleanup_timer_with_broken_settings_logs_and_returns():
         function_app.state_cleanup(_timer())  # no exception escapes to the host
     finally:
         function_app.services.set_factory(original)
+
+
+def test_dynamics_webhook_enqueues_a_dataverse_job_and_answers_202():
+    from tests.triage.test_dataverse_hook import HEADERS, body, make
+
+    svc, _ = make()
+    function_app.services.override(svc)
+    try:
+        out = Out()
+        req = func.HttpRequest(
+            method="POST", url="/api/dynamics/webhook", headers=HEADERS, body=body()
+        )
+        resp = function_app.dynamics_webhook(req, out)
+        unauthenticated = function_app.dynamics_webhook(
+            func.HttpRequest(method="POST", url="/api/dynamics/webhook", headers={}, body=body()),
+            Out(),
+        )
+    finally:
+        function_app.services.override(None)
+    assert resp.status_code == 202
+    assert EnrichJob.from_message(out.value).system == "dataverse"
+    assert unauthenticated.status_code == 401

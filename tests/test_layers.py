@@ -14,14 +14,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Lower number = lower layer. A module may import its own layer and the layers below.
-LAYERS = {"domain": 0, "connectors": 1, "enrichers": 1, "triage": 2, "function_app": 3}
+LAYERS = {
+    "domain": 0,
+    "connectors": 1,
+    "enrichers": 1,
+    "triage": 2,
+    "triggers": 3,
+    "function_app": 4,
+}
 #: Same-rank packages that must not import each other.
 APART = {("connectors", "enrichers"), ("enrichers", "connectors")}
 
 
 def _modules() -> list[Path]:
     files = [ROOT / "function_app.py"]
-    for package in ("domain", "connectors", "enrichers", "triage"):
+    for package in ("domain", "connectors", "enrichers", "triage", "triggers"):
         files.extend(sorted((ROOT / package).rglob("*.py")))
     return files
 
