@@ -85,6 +85,9 @@ class FieldMapping(BaseModel):
     updated_by_field: str | None = None
     #: Read besides the mapped fields: the record number as people know it.
     number_field: str | None = None
+    #: Dataverse lookup columns (read as ``_x_value``) → the entity set they point to; written
+    #: as ``x@odata.bind: /<set>(<guid>)``. The Subject tree is known already.
+    lookups: dict[str, str] = Field(default_factory=lambda: {"_subjectid_value": "subjects"})
 
     @model_validator(mode="after")
     def _check_references(self) -> FieldMapping:
@@ -144,6 +147,25 @@ class FieldMapping(BaseModel):
     def record_number(self) -> str:
         """The platform field holding the number people know the record by."""
         return self.number_field or _PLATFORM_DEFAULTS[self.system]["number"]
+
+    def column_types(self) -> dict[str, str]:
+        """How a Dataverse connector converts each written column: choice, lookup or text.
+
+        A column whose canonical field has a ``values`` table holds option-set integers
+        (``choice``); a lookup column (``_x_value``) binds to its entity set (``lookup:<set>``);
+        anything else is text.
+        """
+        types: dict[str, str] = {}
+        for canonical, column in self.fields.items():
+            if canonical in _READ_ONLY_FIELDS:
+                continue
+            if column in self.lookups:
+                types[column] = f"lookup:{self.lookups[column]}"
+            elif canonical in self.values:
+                types[column] = "choice"
+            else:
+                types[column] = "text"
+        return types
 
     def platform_fields(self) -> list[str]:
         """The platform fields to read for one ticket."""

@@ -53,3 +53,17 @@ def test_our_own_update_is_not_enriched_again():
 
 def test_the_ticket_carries_the_case_number():
     assert to_ticket(case(), M, record_id=CASE).number == "CAS-01001-X1Y2Z3"
+
+
+def test_column_types_tell_the_connector_how_to_write_each_column():
+    mapping = M.model_copy(
+        update={
+            "fields": {**M.fields, "category": "_subjectid_value", "summary": "new_summary"},
+            "values": {**M.values, "category": {"returns": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"}},
+        }
+    )
+    assert mapping.column_types() == {
+        "prioritycode": "choice",
+        "_subjectid_value": "lookup:subjects",
+        "new_summary": "text",
+    }
