@@ -42,7 +42,7 @@ _METADATA = re.compile(
 )
 _COOKIE = re.compile(r'pagingcookie="([A-Za-z0-9_=-]+)"')
 
-BeforeWrite = Callable[[str, str, dict[str, Any]], None]  # entity set, id, parsed body
+BeforeWrite = Callable[[str, str, dict[str, Any]], object]  # entity set, id, parsed body
 
 
 def error(status: int, code: str, message: str, **headers: str) -> Response:

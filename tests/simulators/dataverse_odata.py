@@ -103,6 +103,8 @@ class _Parser:
             pred = self.or_expr()
             self.take(")")
             return pred
+        if (kind, value) == ("name", "not"):
+            raise ODataError("The 'not' operator is not supported by this simulator.")
         if kind != "name":
             raise ODataError(f"The left side of a comparison must be a property, not '{value}'.")
         if self.peek() == ("punct", "("):
