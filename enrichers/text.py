@@ -7,6 +7,11 @@ quoted replies, and markdown/template scaffolding (HTML comments, code, URLs, st
 
 Public API:
 
+HTML bodies (an e-mail activity's ``description``) are detected by ``looks_like_html`` and
+turned into text by ``enrichers.html_text`` first; their quoted reply chain is cut unless the
+sender's own text is too thin to stand alone (fewer than ``MIN_OWN_WORDS`` words: a bare
+forward, "still broken?"), and the first cut header block's ``Subject:`` is kept.
+
 * ``clean_email_text(text)`` — one call for classifiers: markup + boilerplate stripped,
   whitespace collapsed to single spaces between lines.
 * ``strip_boilerplate(text)`` — e-mail boilerplate only; keeps line structure.
@@ -25,6 +30,8 @@ import html
 import re
 from dataclasses import dataclass
 
+from enrichers.html_text import looks_like_html, split_html_reply
+
 __all__ = [
     "CleanedEmail",
     "clean_email_text",
@@ -40,6 +47,8 @@ __all__ = [
 
 #: Text longer than this is cut before cleaning, so one 200 kB log paste cannot stall a worker.
 MAX_INPUT_CHARS = 20_000
+#: An HTML e-mail's own text needs this many words for its quoted reply chain to be cut.
+MIN_OWN_WORDS = 8
 
 _I = re.IGNORECASE
 _IM = re.IGNORECASE | re.MULTILINE
@@ -163,6 +172,7 @@ _DISCLAIMER_HINTS = (
     "information",
 )
 _WS = re.compile(r"[ \t\u00a0\u200b]+")
+_WORD = re.compile(r"[^\W_]+")
 _BLANKS = re.compile(r"\n{3,}")
 
 
@@ -176,9 +186,15 @@ class CleanedEmail:
 
 def strip_markup(text: str) -> str:
     """Remove markdown/HTML scaffolding, code blocks, URLs and stack traces; keep lines."""
+    return _strip_markup(text, entities=True)
+
+
+def _strip_markup(text: str, *, entities: bool) -> str:
     text = text[:MAX_INPUT_CHARS].replace("\r\n", "\n").replace("\r", "\n")
     # Entities first: decoding after the tags were stripped would revive "&lt;img ...&gt;".
-    if "&" in text:
+    # Text made from HTML had its entities decoded already: decoding twice would turn a
+    # written "&amp;lt;" into "<".
+    if entities and "&" in text:
         text = html.unescape(text)
     text = _HTML_COMMENT.sub("\n", text)
     text = _CODE_FENCE.sub("\n", text)
@@ -226,7 +242,12 @@ def parse_email(text: str, *, markup: bool = True) -> CleanedEmail:
     Cached: the keyword and summary enrichers both parse the same description of a ticket, and
     the result is immutable.
     """
-    text = strip_markup(text) if markup else text[:MAX_INPUT_CHARS].replace("\r\n", "\n")
+    if markup and looks_like_html(text):
+        text = _strip_markup(_html_body(text), entities=False)
+    elif markup:
+        text = strip_markup(text)
+    else:
+        text = text[:MAX_INPUT_CHARS].replace("\r\n", "\n")
     lines = text.split("\n")
     unquoted = [line for line in lines if not _QUOTED.match(line)]
     if any(line.strip() for line in unquoted):
@@ -239,6 +260,29 @@ def parse_email(text: str, *, markup: bool = True) -> CleanedEmail:
         kept.extend(_clean_message(message))
         kept.append("")
     return CleanedEmail(body=_tidy("\n".join(kept)), subjects=tuple(subjects))
+
+
+def _html_body(html_text: str) -> str:
+    """An HTML e-mail as text: its reply chain cut when its own text can stand alone."""
+    own, chain = split_html_reply(html_text)
+    if not chain:
+        return own
+    # ``own`` is plain text now (no tag survives html_text), so this does not recurse again.
+    if len(_WORD.findall(parse_email(own).body)) < MIN_OWN_WORDS:
+        return f"{own}\n\n{chain}"
+    return f"{own}\n\n{_leading_header_block(chain)}"
+
+
+def _leading_header_block(chain: str) -> str:
+    """The header block opening a cut chain (after any separator line), for its Subject."""
+    lines = chain.split("\n")[:16]
+    start = 1 if lines and _SEPARATOR.match(lines[0]) else 0
+    while start < len(lines) and not lines[start].strip():
+        start += 1
+    if start >= len(lines):
+        return ""
+    end = _header_block_end(lines, start)
+    return "\n".join(lines[start:end])
 
 
 def _split_messages(lines: list[str], subjects: list[str]) -> list[list[str]]:
