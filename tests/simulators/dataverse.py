@@ -87,7 +87,8 @@ class DataverseSimulator(LoopbackServer):
         limits: Limits | None = None,
         require_customer: bool = True,
     ) -> None:
-        """``clients`` maps client id -> secret; each acts as its own application user."""
+        """``clients`` maps client id -> secret (or PEM certificate); each acts as its own
+        application user."""
         super().__init__()
         self.clock: Clock = clock or SystemClock()
         self.tls = tls
@@ -365,7 +366,7 @@ class DataverseSimulator(LoopbackServer):
         if path == f"/{tenant}/v2.0/.well-known/openid-configuration" and req.method == "GET":
             return self.tokens.discovery(self.url)
         if path == f"/{tenant}/oauth2/v2.0/token" and req.method == "POST":
-            return self.tokens.issue(req)
+            return self.tokens.issue(req, self.url)
         return Response(
             404,
             {

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -74,11 +75,22 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
 
 @dataclass(frozen=True)
 class AppClient:
-    """An app registration and the application user it acts as in the environment."""
+    """An app registration and the application user it acts as in the environment.
+
+    ``secret`` is a client secret, or a PEM certificate (``-----BEGIN CERTIFICATE-----``):
+    then the client authenticates with an msal ``client_assertion`` signed by its key.
+    """
 
     client_id: str
     secret: str
     user_id: str
+
+    @property
+    def certificate(self) -> x509.Certificate | None:
+        """The registered certificate, if the credential is one."""
+        if not self.secret.startswith("-----BEGIN CERTIFICATE-----"):
+            return None
+        return x509.load_pem_x509_certificate(self.secret.encode())
 
 
 def _b64(data: bytes) -> str:
@@ -120,7 +132,7 @@ class TokenService:
             },
         )  # fmt: skip
 
-    def issue(self, req: Request) -> Response:
+    def issue(self, req: Request, base_url: str) -> Response:
         """Answer ``POST /{tenant}/oauth2/v2.0/token`` (client credentials only)."""
         form = dict(parse_qsl(req.body.decode("utf-8", "replace"), keep_blank_values=True))
         grant = form.get("grant_type", "")
@@ -135,11 +147,15 @@ class TokenService:
                 f"Application with identifier '{form.get('client_id', '')[:64]}' was not found "
                 "in the directory.",
             )  # fmt: skip
-        if "client_assertion" in form:
-            return _aad(
-                401, "invalid_client", 700027, "Client assertion failed signature validation."
-            )
-        if not secrets.compare_digest(form.get("client_secret", ""), client.secret):
+        cert = client.certificate
+        if cert is not None:
+            endpoint = f"{base_url}/{self.tenant}/oauth2/v2.0/token"
+            assertion = form.get("client_assertion", "")
+            if not _assertion_ok(assertion, cert, client.client_id, endpoint):
+                return _aad(
+                    401, "invalid_client", 700027, "Client assertion failed signature validation."
+                )
+        elif not secrets.compare_digest(form.get("client_secret", ""), client.secret):
             return _aad(401, "invalid_client", 7000215, "Invalid client secret provided.")
         scope = form.get("scope", "")
         scopes = scope.split()
@@ -191,6 +207,25 @@ class TokenService:
         """Invalidate every issued token."""
         with self._lock:
             self._tokens.clear()
+
+
+def _assertion_ok(assertion: str, cert: x509.Certificate, client_id: str, endpoint: str) -> bool:
+    """An msal client assertion: RS256 (x5t = SHA-1) or PS256 (x5t#S256) by the certificate's
+    key, audience the token endpoint, issuer and subject the client, not expired."""
+    try:
+        header = jwt.get_unverified_header(assertion)
+        claims = jwt.decode(
+            assertion, cert.public_key(), algorithms=["RS256", "PS256"], audience=endpoint,  # type: ignore[arg-type]
+            issuer=client_id, options={"require": ["exp", "aud", "iss", "sub"]},
+        )  # fmt: skip
+    except jwt.PyJWTError:
+        return False
+    thumbs = {
+        "x5t": _b64(cert.fingerprint(hashes.SHA1())),  # noqa: S303 - the x5t header is SHA-1
+        "x5t#S256": _b64(cert.fingerprint(hashes.SHA256())),
+    }
+    matches = any(str(header.get(k, "")).rstrip("=") == v for k, v in thumbs.items())
+    return matches and claims.get("sub") == client_id
 
 
 def _aad(status: int, error: str, code: int, text: str) -> Response:

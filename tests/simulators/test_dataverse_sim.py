@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 from typing import Any
 
 import msal  # type: ignore[import-untyped]
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from tests.simulators import FakeClock
 from tests.simulators.dataverse import PERSON, DataverseSimulator
@@ -481,3 +486,37 @@ def test_update_record_acts_as_a_person(sim: DataverseSimulator) -> None:
         sim.update_record(case, {"nosuch": 1})
     with pytest.raises(KeyError):
         sim.update_record("00000000-0000-4000-8000-000000000000", {"title": "x"})
+
+
+def _certificate() -> tuple[str, str, str]:
+    """(private key PEM, certificate PEM, SHA-1 thumbprint hex) of a throw-away RSA cert."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "app")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    return key_pem, cert_pem, cert.fingerprint(hashes.SHA1()).hex()  # noqa: S303
+
+
+def test_msal_certificate_credentials_are_verified() -> None:
+    key_pem, cert_pem, thumb = _certificate()
+    other_key, _, _ = _certificate()
+    with DataverseSimulator({"cert-app": cert_pem}, FakeClock()) as sim, tls_session(sim) as s:
+        results = [
+            msal.ConfidentialClientApplication(
+                "cert-app", authority=sim.authority, http_client=s, instance_discovery=False,
+                client_credential={"private_key": pem, "thumbprint": thumb},
+            ).acquire_token_for_client([sim.scope])
+            for pem in (key_pem, other_key)
+        ]  # fmt: skip
+    assert "access_token" in results[0], results[0]
+    assert results[1]["error"] == "invalid_client"
+    assert "AADSTS700027" in results[1]["error_description"]
