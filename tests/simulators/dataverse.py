@@ -42,15 +42,10 @@ from tests.simulators.dataverse_auth import (
     server_context,
 )
 from tests.simulators.dataverse_batch_exec import run_batch
+from tests.simulators.dataverse_hooks import WebhookHub
 from tests.simulators.dataverse_limits import Limits, ServiceProtection
 from tests.simulators.dataverse_store import Store
-from tests.simulators.dataverse_webhook import (
-    Delivery,
-    Webhook,
-    WebhookEmitter,
-    build_context,
-    encode_body,
-)
+from tests.simulators.dataverse_webhook import Delivery
 
 __all__ = ["PERSON", "DataverseSimulator", "Delivery", "FakeClock", "Limits", "LoggedRequest"]
 
@@ -109,8 +104,8 @@ class DataverseSimulator(LoopbackServer):
         self._lock = threading.Lock()
         self._faults: list[Response] = []
         self._log: list[LoggedRequest] = []
-        self._hooks: list[Webhook] = []
-        self._emitter = WebhookEmitter()
+        identity = (self.organization_id, self.org, self.business_unit_id)
+        self.hooks = WebhookHub(self.store, identity, f"{self.org}.crm.dynamics.com")
         self._tmp: Path | None = None
         self.ca_path: str | None = None
 
@@ -122,14 +117,14 @@ class DataverseSimulator(LoopbackServer):
             self._tmp = Path(tempfile.mkdtemp(prefix="dataverse-sim-"))
             cert, key = make_certificate(self._tmp)
             self.ssl_context, self.ca_path = server_context(cert, key), str(cert)
-        self._emitter.start()
+        self.hooks.emitter.start()
         super().start()
         return self
 
     def stop(self) -> None:
         """Stop serving, deliver queued webhooks, delete the certificate."""
         super().stop()
-        self._emitter.stop()
+        self.hooks.emitter.stop()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -209,7 +204,7 @@ class DataverseSimulator(LoopbackServer):
         self._known("incidents", values)
         rec, _ = self.store.write("incidents", None, values, user, validate=False)
         if fire:
-            self._announce([rec["incidentid"]], user, set())
+            self.hooks.announce([rec["incidentid"]])
         return str(rec["incidentid"])
 
     def add_subject(self, title: str, parent: str | None = None) -> str:
@@ -282,52 +277,21 @@ class DataverseSimulator(LoopbackServer):
     ) -> str:  # fmt: skip
         """Register a webhook (WebhookKey ``?code=`` or HttpHeader auth) on Create of incident,
         async PostOperation; returns the step id."""
-        hook = Webhook(str(uuid.uuid4()), url, key, header, verify)
-        with self._lock:
-            self._hooks.append(hook)
-        return hook.step_id
+        return self.hooks.register(url, key, header, verify)
 
     def webhook_body(
         self, case_id: str, step_id: str | None = None
     ) -> tuple[dict[str, str], bytes]:
         """Headers and body a Create webhook for ``case_id`` (as stored now) would carry."""
-        with self.store.lock:
-            rec = dict(self.store.tables["incidents"][case_id.lower()])
-        step = step_id or (self._hooks[0].step_id if self._hooks else str(uuid.uuid4()))
-        org = (self.organization_id, self.org, self.business_unit_id)
-        context = build_context(
-            self.store.schemas["incidents"], rec, user_id=rec["_createdby_value"], org=org, step_id=step
-        )  # fmt: skip
-        return encode_body(context, f"{self.org}.crm.dynamics.com")
+        return self.hooks.body(case_id, step_id)
 
     def deliveries(self) -> list[Delivery]:
         """Every webhook event queued so far, with the status of each attempt."""
-        return self._emitter.deliveries()
+        return self.hooks.emitter.deliveries()
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every queued webhook event was attempted."""
-        return self._emitter.flush(timeout_s)
-
-    def _announce(self, case_ids: list[str], user: str, bypass_steps: set[str] | None) -> None:
-        with self._lock:
-            hooks = [
-                h for h in self._hooks if bypass_steps is None or h.step_id not in bypass_steps
-            ]
-        for case_id in case_ids:
-            for hook in hooks:
-                headers, body = self.webhook_body(case_id, hook.step_id)
-                self._emitter.submit(hook, Delivery(case_id, hook.step_id, headers, body))
-
-    def _announce_call(self, case_ids: list[str], call: Call) -> None:
-        if not case_ids:
-            return
-        bypass = call.headers.get("mscrm.bypassbusinesslogicexecution", "")
-        if "customasync" in bypass.replace(" ", "").lower().split(","):
-            return
-        steps = call.headers.get("mscrm.bypassbusinesslogicexecutionstepids", "")
-        self._announce(
-            case_ids, call.user, {s.strip().lower() for s in steps.split(",") if s.strip()}
-        )
+        return self.hooks.emitter.flush(timeout_s)
 
     # ---- request pipeline ---------------------------------------------------------------------
 
@@ -391,10 +355,15 @@ class DataverseSimulator(LoopbackServer):
         try:
             call = Call(user, req.method, path[len(API_PREFIX) :], req.query, req.headers, req.body)
             if call.resource == "$batch" and req.method == "POST":
-                resp = run_batch(self.api, call, self._announce_call, lambda: str(uuid.uuid4()))
+                resp = run_batch(
+                    self.api,
+                    call,
+                    lambda ids, c: self.hooks.announce_request(ids, c.headers),
+                    lambda: str(uuid.uuid4()),
+                )
             else:
                 resp = self.api.execute(call)
-                self._announce_call(call.created, call)
+                self.hooks.announce_request(call.created, call.headers)
         except BaseException:
             self.protection.leave(user)
             raise
