@@ -47,6 +47,11 @@ class Connector(Protocol):
         """
         ...
 
+    def own_user(self) -> str | None:
+        """The id under which our own writes appear (``last updated by``), when the platform
+        can tell us (Dataverse ``WhoAmI``); None when the mapping must name it (ServiceNow)."""
+        ...
+
     def fallback_text(self, table: str, record_id: str) -> str | None:
         """Text to enrich when the record's description is empty, if the platform keeps one.
 

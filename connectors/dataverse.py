@@ -275,6 +275,15 @@ class DataverseConnector:
             self._who_am_i = user_id.lower()
         return self._who_am_i
 
+    def own_user(self) -> str | None:
+        """Our application user's systemuserid (``WhoAmI``, cached): ``_modifiedby_value`` of
+        our own writes, and the ``UserId`` of the webhook events they cause."""
+        return self.who_am_i()
+
+    def fallback_text(self, table: str, record_id: str) -> str | None:
+        """A case created from an e-mail: the HTML body of its first e-mail activity."""
+        return self.first_email_text(record_id)
+
     def first_email_text(self, case_id: str) -> str | None:
         """The HTML ``description`` of the earliest e-mail activity regarding the case, if any."""
         query = {

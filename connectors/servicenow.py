@@ -209,6 +209,10 @@ class ServiceNowConnector:
         rows = self.iter_records("sys_journal_field", query, JOURNAL_FIELDS)
         return [{k: str(r.fields.get(k) or "") for k in JOURNAL_FIELDS} for r in rows]
 
+    def own_user(self) -> str | None:
+        """None: the mapping names the integration user (sys_updated_by holds a user name)."""
+        return None
+
     def fallback_text(self, table: str, record_id: str) -> str | None:
         """None: an e-mail's text is the incident's description on ServiceNow."""
         return None

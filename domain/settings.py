@@ -34,6 +34,7 @@ from domain.redact import Redactor
 __all__ = [
     "AzureOpenAISettings",
     "DataverseSettings",
+    "DataverseWebhookSettings",
     "HttpSettings",
     "QueueSettings",
     "ServiceNowSettings",
@@ -179,6 +180,22 @@ class WebhookSettings(BaseModel):
     allowed_tables: list[str] = Field(default_factory=lambda: ["incident"])
 
 
+class DataverseWebhookSettings(BaseModel):
+    """How a Dataverse webhook call authenticates (triage/dataverse_inbound.py).
+
+    ``keys`` holds the current key and, during a rotation, the previous one
+    (``ENRICH_DATAVERSE_WEBHOOK__KEYS='["new...", "old..."]'``); ``source`` says where Dataverse
+    sends it: a ``header`` named ``header`` (serviceendpoint authtype 5, recommended) or the
+    ``code`` query parameter (authtype 4, WebhookKey).
+    """
+
+    model_config = _HIDDEN
+
+    keys: list[SecretStr] = Field(default_factory=list)
+    source: Literal["header", "code"] = "header"
+    header: str = Field("x-triage-key", pattern=r"^[A-Za-z0-9-]{1,64}$")
+
+
 class QueueSettings(BaseModel):
     """The Storage queue between the webhook and the worker."""
 
@@ -217,9 +234,12 @@ class Settings(BaseSettings):
     dataverse: DataverseSettings | None = None
     http: HttpSettings = HttpSettings()
     webhook: WebhookSettings = WebhookSettings()
+    dataverse_webhook: DataverseWebhookSettings = DataverseWebhookSettings()
     queue: QueueSettings = QueueSettings()
     azure_openai: AzureOpenAISettings | None = None
     mapping_path: str | None = None
+    #: The Dynamics admin mapping; the embedded Dynamics default when unset.
+    dataverse_mapping_path: str | None = None
     model_path: str | None = None
     dry_run: bool = False
 

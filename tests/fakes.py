@@ -34,6 +34,7 @@ class FakeConnector:
         self.fail_update: list[ConnectorError] = []  # refused before anything is applied
         self.person_edits: list[tuple[str, dict[str, str]]] = []
         self.emails: dict[str, str] = {}  # record id -> the first e-mail's body
+        self.own_user_id: str | None = None  # what own_user() answers (Dataverse: WhoAmI)
         self.refuse_stale = False  # Dataverse-like: a stale etag is refused with 412
         self.person_edits_per_update = 0  # 0: all pending edits land before the next update
         self.user = "svc_ticket_enricher"
@@ -91,6 +92,9 @@ class FakeConnector:
         if self.commit_then_fail:
             raise self.commit_then_fail.pop(0)
         return SourceRecord("servicenow", table, record_id, dict(self.records[record_id]))
+
+    def own_user(self) -> str | None:
+        return self.own_user_id
 
     def fallback_text(self, table: str, record_id: str) -> str | None:
         return self.emails.get(record_id)

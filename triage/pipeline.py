@@ -95,7 +95,7 @@ class Pipeline:
         Raises ``ClaimedError`` when another worker is busy with the same record and input.
         """
         record, ticket = self._read(table, record_id)
-        user = self.mapping.integration_user
+        user = self.integration_user()
         if user and record.fields.get(self.mapping.last_updated_by) == user:
             # The latest update is ours. If it was a fill whose answer was lost (timeout, drop),
             # nobody checked it for a person's edit it overwrote: do it now. The business rule
@@ -136,6 +136,10 @@ class Pipeline:
             raise
         self.claims.complete(claim, result.status)
         return result
+
+    def integration_user(self) -> str | None:
+        """Who our own writes appear as: the mapping's name, else the platform's answer."""
+        return self.mapping.integration_user or self.connector.own_user()
 
     def _read(self, table: str, record_id: str) -> tuple[SourceRecord, Ticket]:
         record = self.connector.get(table, record_id, self.mapping.platform_fields())

@@ -7,56 +7,107 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from domain.errors import ConfigError
 from domain.settings import Settings
 from triage.jobs import JOBS_QUEUE
 from triage.service import Service
 
 if TYPE_CHECKING:
+    from connectors.state import ClaimStore
+    from domain.redact import Redactor
     from enrichers.summary import Summarizer
+    from triage.pipeline import Pipeline
 
 __all__ = ["ServiceProvider", "build_service", "build_summarizer"]
 
 
 def build_service(env: Mapping[str, str] | None = None) -> Service:
-    """Settings → mapping → connector → model → enrichers → pipeline → service."""
+    """Settings → per platform: mapping, connector, enrichers, pipeline → one service.
+
+    ServiceNow and Dynamics 365 (Dataverse) are each enabled by their settings; both may be.
+    They share the queue, the claim store, the replay guard and the poison queue.
+    """
     # Imported here so a bad setting fails the first invocation with ConfigError, not the import
     # of function_app (which would take every function down with an opaque indexing error).
     from connectors.queue import StorageJobQueue
-    from connectors.servicenow import build_servicenow_connector
     from connectors.table_state import TableClaimStore, TableReplayGuard
-    from domain.mapping import load_mapping
     from domain.redact import Redactor, install_log_redaction, secrets_of
     from domain.settings import load_settings
-    from enrichers import default_enrichers
-    from triage.pipeline import Pipeline
+    from triage.dataverse_inbound import WebhookKeys
 
     env = os.environ if env is None else env
     settings = load_settings()
     # Every log record of the worker is scrubbed of every form of every configured secret.
     redactor = Redactor(secrets_of(settings))
     install_log_redaction(redactor)
-    mapping = load_mapping(settings.mapping_path)
-    model = None
-    if settings.model_path:
-        from triage.model_store import load_model  # numpy: only when a model is configured
-
-        model = load_model(settings.model_path)
     connection = settings.queue.connection_setting
-    pipeline = Pipeline(
-        connector=build_servicenow_connector(settings, redactor=redactor),
-        mapping=mapping,
-        enrichers=default_enrichers(mapping, model=model, summarizer=build_summarizer(settings)),
-        # Shared by every instance: exactly one write per (record, input) across the app.
-        claims=TableClaimStore.from_settings(env, connection),
-        dry_run=settings.dry_run,
-    )
+    # Shared by every instance: exactly one write per (record, input) across the app.
+    claims = TableClaimStore.from_settings(env, connection)
+    pipelines = _pipelines(settings, claims, redactor)
+    if not pipelines:
+        raise ConfigError(
+            "no platform is configured: set ENRICH_SERVICENOW__INSTANCE_URL and/or "
+            "ENRICH_DATAVERSE__ORG_URL"
+        )
+    hook = settings.dataverse_webhook
+    keys = tuple(k.get_secret_value() for k in hook.keys)
     return Service(
         settings=settings,
-        pipeline=pipeline,
+        pipeline=pipelines[0],
+        others={p.mapping.system: p for p in pipelines[1:]},
         requeue=StorageJobQueue.from_settings(env, connection, JOBS_QUEUE),
         poison=StorageJobQueue.from_settings(env, connection, f"{JOBS_QUEUE}-poison"),
         replay=TableReplayGuard.from_settings(env, connection),
+        dataverse_keys=WebhookKeys(keys, hook.source, hook.header) if keys else None,
     )
+
+
+def _pipelines(settings: Settings, claims: ClaimStore, redactor: Redactor) -> list[Pipeline]:
+    from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, load_mapping
+    from enrichers import default_enrichers
+    from triage.pipeline import Pipeline
+
+    pipelines = []
+    summarizer = build_summarizer(settings)
+    if settings.servicenow is not None:
+        from connectors.servicenow import build_servicenow_connector
+
+        mapping = load_mapping(settings.mapping_path)
+        model = None
+        if settings.model_path:
+            from triage.model_store import load_model  # numpy: only when a model is configured
+
+            model = load_model(settings.model_path)
+        pipelines.append(
+            Pipeline(
+                connector=build_servicenow_connector(settings, redactor=redactor),
+                mapping=mapping,
+                enrichers=default_enrichers(mapping, model=model, summarizer=summarizer),
+                claims=claims,
+                dry_run=settings.dry_run,
+            )
+        )
+    if settings.dataverse is not None:
+        from connectors.dataverse import build_dataverse_connector
+
+        mapping = load_mapping(settings.dataverse_mapping_path or DYNAMICS_DEFAULT_MAPPING_PATH)
+        if mapping.system != "dataverse":
+            raise ConfigError(
+                "ENRICH_DATAVERSE_MAPPING_PATH: the mapping's system is not dataverse"
+            )
+        connector = build_dataverse_connector(
+            settings, field_types=mapping.column_types(), redactor=redactor
+        )
+        pipelines.append(
+            Pipeline(
+                connector=connector,
+                mapping=mapping,
+                enrichers=default_enrichers(mapping, summarizer=summarizer),
+                claims=claims,
+                dry_run=settings.dry_run,
+            )
+        )
+    return pipelines
 
 
 def build_summarizer(settings: Settings) -> Summarizer | None:

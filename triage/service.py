@@ -98,12 +98,18 @@ class Service:
     ) -> WebhookReply:
         """Authenticate and validate a Dataverse webhook call; never raises for bad input."""
         dataverse = self.pipeline_for("dataverse")
+        own: str | None = None
+        if dataverse is not None:
+            try:
+                own = dataverse.integration_user()  # WhoAmI once, then cached
+            except ConnectorError as exc:  # the worker's loop guard still catches our events
+                log.warning("could not resolve our application user: %s", exc)
         return accept_dataverse_call(
             body,
             headers,
             query,
             keys=self.dataverse_keys,
-            application_user_id=dataverse.mapping.integration_user if dataverse else None,
+            application_user_id=own,
             max_bytes=self.settings.webhook.max_body_bytes,
             now=self.now(),
         )

@@ -378,10 +378,13 @@ def test_connector_uses_a_given_session_and_leaves_it_open(rsps, sn_settings, ht
 def test_package_exports():
     assert sorted(connectors.__all__) == [
         "Connector",
+        "DataverseConnector",
+        "MsalTokenProvider",
         "ServiceNowConnector",
         "ServiceNowOAuth",
         "SourceRecord",
         "TokenProvider",
+        "build_dataverse_connector",
         "build_servicenow_connector",
     ]
     for name in connectors.__all__:

@@ -3,6 +3,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
+from connectors.dataverse import DataverseConnector
 from connectors.queue import StorageJobQueue
 from connectors.servicenow import ServiceNowConnector
 from connectors.table_state import TableClaimStore, TableReplayGuard
@@ -97,3 +98,46 @@ def test_provider_builds_once_and_can_be_overridden():
     assert len(calls) == 1
     provider.override(None)
     assert provider.get() is not first
+
+
+DATAVERSE = {
+    "ENRICH_DATAVERSE__ORG_URL": "https://contoso.crm4.dynamics.com",
+    "ENRICH_DATAVERSE__TENANT_ID": "contoso.onmicrosoft.com",
+    "ENRICH_DATAVERSE__CLIENT_ID": "11111111-2222-4333-8444-555555555555",
+    "ENRICH_DATAVERSE__CLIENT_SECRET": "dv-secret-0123456789",
+    "ENRICH_DATAVERSE_WEBHOOK__KEYS": '["new-key-0123456789abcdef", "old-key-0123456789abcdef"]',
+}
+
+
+def test_both_platforms_share_one_service_and_one_claim_store(env, monkeypatch):
+    for key, value in DATAVERSE.items():
+        monkeypatch.setenv(key, value)
+    service = build_service(env)
+    dataverse = service.pipeline_for("dataverse")
+    assert isinstance(service.pipeline.connector, ServiceNowConnector)
+    assert dataverse is not None and isinstance(dataverse.connector, DataverseConnector)
+    assert dataverse.mapping.system == "dataverse"
+    assert dataverse.claims is service.pipeline.claims
+    assert service.dataverse_keys is not None and len(service.dataverse_keys.keys) == 2
+
+
+def _without_servicenow(monkeypatch):
+    for key in [k for k in ENV if k.startswith("ENRICH_SERVICENOW")]:
+        monkeypatch.delenv(key)
+
+
+def test_dynamics_alone_is_a_complete_app(env, monkeypatch):
+    _without_servicenow(monkeypatch)
+    for key, value in DATAVERSE.items():
+        monkeypatch.setenv(key, value)
+    service = build_service({k: v for k, v in env.items() if "SERVICENOW" not in k})
+    assert service.pipeline.mapping.system == "dataverse"
+    assert service.pipeline_for("servicenow") is None
+
+
+def test_no_platform_configured_names_both_settings(env, monkeypatch):
+    _without_servicenow(monkeypatch)
+    with pytest.raises(
+        ConfigError, match=r"ENRICH_SERVICENOW__INSTANCE_URL.*ENRICH_DATAVERSE__ORG_URL"
+    ):
+        build_service(env)
