@@ -11,13 +11,13 @@ import base64
 import hashlib
 import json
 import re
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from tests.simulators import Response
+from tests.simulators.dataverse_metadata import option_sets
 from tests.simulators.dataverse_odata import (
     ODataError,
     parse_filter,
@@ -110,7 +110,8 @@ class WebApi:
                 "BusinessUnitId": self.org[1], "UserId": call.user, "OrganizationId": self.org[0],
             })  # fmt: skip
         if (m := _METADATA.match(res)) and method == "GET":
-            return self._metadata(call, m.group(1))
+            self._options(call, {"$select", "$expand"})
+            return option_sets(self.store, self.api, call.query, m.group(1))
         if res in self.store.schemas:
             if method == "GET":
                 return self._list(call, res)
@@ -276,75 +277,3 @@ class WebApi:
             if call.undo is not None:
                 call.undo.append((entity_set, rid, old))
         return Response(204)
-
-    # ---- metadata ----------------------------------------------------------------------------
-
-    def _metadata(self, call: Call, kind: str) -> Response:
-        self._options(call, {"$select", "$expand"})
-        if call.query.get("$select", "LogicalName") not in (
-            "LogicalName",
-            "LogicalName,MetadataId",
-        ):
-            raise ODataError("Only $select=LogicalName is implemented for attribute metadata.")
-        if call.query.get("$expand", "OptionSet") not in (
-            "OptionSet",
-            "OptionSet($select=Options)",
-        ):
-            raise ODataError("Only $expand=OptionSet($select=Options) is implemented.")
-        special = {"State": ["statecode"], "Status": ["statuscode"]}
-        with self.store.lock:
-            names = special.get(kind) or [
-                c for c in self.store.choices if c not in ("statecode", "statuscode")
-            ]
-            value = [self._attribute(name, kind, "$expand" in call.query) for name in names]
-        cast = f"Microsoft.Dynamics.CRM.{kind}AttributeMetadata"
-        context = f"{self.api}/$metadata#EntityDefinitions('incident')/Attributes/{cast}(LogicalName,OptionSet(Options))"
-        return Response(200, {"@odata.context": context, "value": value})
-
-    def _attribute(self, name: str, kind: str, expand: bool) -> dict[str, Any]:
-        from tests.simulators.dataverse_schema import STATUS_STATE
-
-        out: dict[str, Any] = {
-            "LogicalName": name,
-            "MetadataId": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
-        }
-        if not expand:
-            return out
-        options = []
-        for value, text in sorted(self.store.choices[name].items()):
-            label = {
-                "Label": text,
-                "LanguageCode": 1033,
-                "IsManaged": True,
-                "MetadataId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/{value}")),
-                "HasChanged": None,
-            }
-            option: dict[str, Any] = {
-                "Value": value,
-                "Color": None,
-                "IsManaged": True,
-                "ExternalValue": None,
-                "ParentValues": [],
-                "Tag": None,
-                "Label": {"LocalizedLabels": [label], "UserLocalizedLabel": label},
-            }
-            if kind == "Status":
-                option["State"] = STATUS_STATE[value]
-            options.append(option)
-        out["OptionSet@odata.context"] = (
-            f"{self.api}/$metadata#EntityDefinitions('incident')/Attributes({out['MetadataId']})/{kind}AttributeMetadata/OptionSet/$entity"
-        )
-        out["OptionSet"] = {
-            "Options": options,
-            "MetadataId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{name}/set")),
-        }
-        return out
-
-
-def parse_json(body: bytes) -> Mapping[str, Any] | None:
-    """A JSON object body, else None (for logging)."""
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
