@@ -99,6 +99,17 @@ def test_one_retry_on_503_but_none_on_500(
     assert all(r.headers["x-functions-key"] == "fk" and r.query == {} for r in receiver.received)
 
 
+def test_a_timed_out_delivery_is_a_failure_without_retry(
+    sim: DataverseSimulator, http: requests.Session, receiver: Receiver
+) -> None:
+    sim.register_webhook(receiver.url)
+    sim.hooks.emitter.timeout_s = 0.2  # stands for the platform's 60 s
+    receiver.latency_s = 1.0
+    create(sim, http)
+    assert sim.flush()
+    assert [d.attempts for d in sim.deliveries()] == [[0]]  # one attempt: no retry after a timeout
+
+
 def test_seeded_cases_fire_only_when_asked_and_large_bodies_are_trimmed(
     sim: DataverseSimulator, receiver: Receiver
 ) -> None:
