@@ -22,12 +22,12 @@ from triage.dataverse_inbound import (
 from triage.jobs import EnrichJob
 from triage.replies import WebhookReply, error_reply
 
-__all__ = ["ENTITY_SETS", "accept_dataverse_call"]
+__all__ = ["TABLES", "accept_dataverse_call"]
 
 log = logging.getLogger(__name__)
 
-#: Logical name in the event → the Web API entity set the worker reads.
-ENTITY_SETS = {"incident": "incidents"}
+#: The tables (logical names) whose Create events are enriched; jobs carry the logical name.
+TABLES = ("incident",)
 
 
 def accept_dataverse_call(
@@ -53,7 +53,7 @@ def accept_dataverse_call(
             )
         check_dataverse_auth(headers, query, keys)
         event = parse_dataverse_event(
-            body, headers, max_bytes=max_bytes, allowed_entities=tuple(ENTITY_SETS)
+            body, headers, max_bytes=max_bytes, allowed_entities=TABLES
         )
     except InboundError as exc:
         log.warning("dataverse webhook refused (%s): %s", exc.status, exc)
@@ -63,7 +63,7 @@ def accept_dataverse_call(
         return WebhookReply(200, {"status": "ignored", "reason": "caused by our own update"})
     job = EnrichJob(
         system="dataverse",
-        table=ENTITY_SETS[event.entity],
+        table=event.entity,
         record_id=event.record_id,
         received_at=now,
     )

@@ -51,7 +51,7 @@ def test_a_new_case_is_accepted_as_a_dataverse_job_and_the_worker_fills_it():
     reply = service.accept_dataverse_webhook(body(), HEADERS, {})
     assert reply.status == 202
     assert reply.job == EnrichJob(
-        system="dataverse", table="incidents", record_id=CASE, received_at=NOW
+        system="dataverse", table="incident", record_id=CASE, received_at=NOW
     )
     result = service.process_job(reply.job.to_message())
     assert result is not None and result.status == "written"
@@ -82,7 +82,7 @@ def test_a_wrong_key_is_401_and_an_oversize_body_413():
 def test_a_dataverse_job_without_a_dataverse_platform_goes_to_poison():
     service, _ = make()
     service.others = {}
-    job = EnrichJob(system="dataverse", table="incidents", record_id=CASE, received_at=NOW)
+    job = EnrichJob(system="dataverse", table="incident", record_id=CASE, received_at=NOW)
     assert service.process_job(job.to_message()) is None
     [(message, _)] = service.poison.sent
     assert json.loads(message)["reason"].startswith("not_configured")

@@ -31,7 +31,7 @@ def test_reads_only_out_of_box_columns():
 def test_an_outage_case_gets_high_priority_and_one_annotation():
     conn = FakeConnector({CASE: case()})
     pipe = Pipeline(conn, M, default_enrichers(M), claims=MemoryClaimStore())
-    result = pipe.enrich_record("incidents", CASE)
+    result = pipe.enrich_record("incident", CASE)
     assert result.status == "written", result.detail
     assert conn.updates == [(CASE, {"prioritycode": "1"})]
     [(record, note)] = conn.notes
@@ -41,14 +41,14 @@ def test_an_outage_case_gets_high_priority_and_one_annotation():
 def test_a_priority_an_agent_chose_stays():
     conn = FakeConnector({CASE: case(prioritycode="3")})
     pipe = Pipeline(conn, M, default_enrichers(M), claims=MemoryClaimStore())
-    assert pipe.enrich_record("incidents", CASE).status == "nothing_to_write"
+    assert pipe.enrich_record("incident", CASE).status == "nothing_to_write"
     assert conn.updates == []
 
 
 def test_our_own_update_is_not_enriched_again():
     conn = FakeConnector({CASE: case(_modifiedby_value=APP_USER)})
     pipe = Pipeline(conn, M, default_enrichers(M), claims=MemoryClaimStore())
-    assert pipe.enrich_record("incidents", CASE).status == "skipped"
+    assert pipe.enrich_record("incident", CASE).status == "skipped"
 
 
 def test_the_ticket_carries_the_case_number():
