@@ -194,6 +194,9 @@ class DataverseWebhookSettings(BaseModel):
     keys: list[SecretStr] = Field(default_factory=list)
     source: Literal["header", "code"] = "header"
     header: str = Field("x-triage-key", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    # Dataverse trims a context only above 256 KB (x-ms-dynamics-msg-size-exceeded): allow that
+    # much plus headroom, or a legitimate large Create is refused.
+    max_body_bytes: int = Field(512 * 1024, ge=300 * 1024, le=4 * 1024 * 1024)
 
 
 class QueueSettings(BaseModel):

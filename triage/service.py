@@ -110,7 +110,7 @@ class Service:
             query,
             keys=self.dataverse_keys,
             application_user_id=own,
-            max_bytes=self.settings.webhook.max_body_bytes,
+            max_bytes=self.settings.dataverse_webhook.max_body_bytes,
             now=self.now(),
         )
 

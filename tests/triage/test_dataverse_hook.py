@@ -75,8 +75,15 @@ def test_a_wrong_key_is_401_and_an_oversize_body_413():
     service, _ = make()
     wrong = service.accept_dataverse_webhook(body(), {**HEADERS, "x-triage-key": "x" * 20}, {})
     assert (wrong.status, wrong.job) == (401, None)
-    big = service.accept_dataverse_webhook(b"{" + b" " * 70_000 + b"}", HEADERS, {})
+    big = service.accept_dataverse_webhook(b"{" + b" " * 600_000 + b"}", HEADERS, {})
     assert (big.status, big.job) == (413, None)
+
+
+def test_a_large_create_under_the_256_kb_trim_is_accepted():
+    service, _ = make()
+    padding = "x" * 250_000  # Dataverse sends up to 256 KB before it trims the context
+    reply = service.accept_dataverse_webhook(body(OrganizationName=padding), HEADERS, {})
+    assert reply.status == 202
 
 
 def test_a_dataverse_job_without_a_dataverse_platform_goes_to_poison():
