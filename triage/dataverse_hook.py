@@ -52,9 +52,7 @@ def accept_dataverse_call(
                 code="too_large",
             )
         check_dataverse_auth(headers, query, keys)
-        event = parse_dataverse_event(
-            body, headers, max_bytes=max_bytes, allowed_entities=TABLES
-        )
+        event = parse_dataverse_event(body, headers, max_bytes=max_bytes, allowed_entities=TABLES)
     except InboundError as exc:
         log.warning("dataverse webhook refused (%s): %s", exc.status, exc)
         return error_reply(exc.status, exc.code, str(exc))
