@@ -12,22 +12,16 @@ one fault family per scenario; afterwards every ticket is counted:
 * **overwritten human values**: fields a person set (before or during our work) that no longer
   hold the person's value at the end.
 
-Fake time and real time: the host advances a fake clock (retry waits, visibility delays), while
-the simulator's late commits take real time. A redelivery 30 fake seconds later runs at once, so
-it can re-read before an in-flight commit lands (the race the claims must survive); only before
-a jump of more than ``LATE_COMMIT_BOUND_S`` does the host wait for in-flight writes, so a late
-commit stands for one that lands within that bound, inside the claim's settle time.
+The host model (queue, redelivery, poison, fake time vs the simulator's real-time late commits)
+is platform-neutral and lives in ``tests/integration/host_model.py``; this module is the
+ServiceNow world on top of it (``fault_matrix_dataverse.py`` is the Dataverse one).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import random
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.servicenow import ServiceNowConnector
@@ -36,26 +30,22 @@ from domain.mapping import load_mapping
 from domain.models import Ticket
 from domain.settings import HttpSettings, ServiceNowSettings, Settings, WebhookSettings
 from enrichers import default_enrichers
+from tests.integration.host_model import Host, Outcome
 from tests.simulators import FakeClock
 from tests.simulators.servicenow import RateLimitRule, ServiceNowSimulator
 from triage.inbound import sign
 from triage.pipeline import Pipeline, input_hash, note_marker
 from triage.service import Service
 
+__all__ = ["CLIENT", "INTEGRATION_USER", "SCENARIOS", "Matrix", "Outcome", "run_scenario"]
+
 SECRET = "fault-matrix-secret"
 CLIENT = ("enricher-client", "enricher-client-secret")
 INTEGRATION_USER = "svc_ticket_enricher"
 PERSON = "anna.b"
-VISIBILITY_S = 30.0  # host.json visibilityTimeout: the delay before a failed job is retried
-MAX_DEQUEUE = 5  # host.json maxDequeueCount
-BATCH = 4  # host.json batchSize
 READ_TIMEOUT_S = 0.25
 LATE_S = 0.5  # a late commit: longer than the read timeout
 FAULT_ROUNDS = 12  # delivery rounds with faults injected; calm afterwards
-# The fake seconds a real-time late commit stands for: the host lets fake time run ahead of an
-# in-flight write (a redelivery after 30 s may re-read before it lands) but not past this bound,
-# which is inside the claim's settle time.
-LATE_COMMIT_BOUND_S = 45.0
 SCENARIOS = (
     "5xx_bursts",
     "dropped_connections",
@@ -82,73 +72,7 @@ def ticket_text(i: int) -> dict[str, str]:
     }
 
 
-@dataclass
-class Message:
-    body: bytes
-    visible_at: float
-    dequeue_count: int = 0
-
-
-class HostQueue:
-    """The Storage queue as the host sees it; also the JobQueue our services re-enqueue to."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.messages: list[Message] = []
-        self.lock = threading.Lock()
-
-    def send(self, message: str, *, delay_s: float = 0) -> None:
-        with self.lock:
-            self.messages.append(Message(message.encode(), self.clock.now() + delay_s))
-
-    def take(self, limit: int) -> list[Message]:
-        with self.lock:
-            now = self.clock.now()
-            ready = [m for m in self.messages if m.visible_at <= now][:limit]
-            for m in ready:
-                self.messages.remove(m)
-            return ready
-
-    def next_visible(self) -> float | None:
-        with self.lock:
-            return min((m.visible_at for m in self.messages), default=None)
-
-
-class PoisonQueue:
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-        self.lock = threading.Lock()
-
-    def send(self, message: str, *, delay_s: float = 0) -> None:
-        with self.lock:
-            self.messages.append(message)
-
-
-@dataclass
-class Outcome:
-    """What the matrix counts for one scenario."""
-
-    scenario: str
-    tickets: int
-    lost: int = 0
-    duplicate_notes: int = 0
-    overwritten_human_values: int = 0
-    poisoned: int = 0
-    conflicts_restored: int = 0
-    invocations: int = 0
-    raised: int = 0
-    throttled: int = 0
-    failed_writes: int = 0  # PATCHes answered 5xx or dropped
-    notes: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The figures, as a bench prints them."""
-        out = dict(self.__dict__)
-        out.pop("notes")
-        return out
-
-
-class Matrix:
+class Matrix(Host):
     """One scenario's world: simulator, fake clock, host queue, N service instances."""
 
     def __init__(
@@ -161,10 +85,8 @@ class Matrix:
         replay: Callable[[], ReplayGuard] | None = None,
         seed: int = 0,
     ) -> None:
-        self.sim, self.clock = sim, clock
-        self.random = random.Random(seed)
-        self.queue = HostQueue(clock)
-        self.poison = PoisonQueue()
+        super().__init__(clock, seed=seed)
+        self.sim = sim
         shared_claims = MemoryClaimStore(now=clock.now)
         shared_replay = MemoryReplayGuard(now=clock.now)
         self.services = [
@@ -175,9 +97,6 @@ class Matrix:
         ]
         self.person_values: dict[str, dict[str, str]] = {}
         self.markers: dict[str, str] = {}  # sys_id -> the note marker of its input
-        self.raised = 0
-        self.invocations = 0
-        self._lock = threading.Lock()
 
     def _service(self, claims: ClaimStore, replay: ReplayGuard) -> Service:
         def sleep(seconds: float) -> None:
@@ -254,50 +173,16 @@ class Matrix:
 
     # ---- the host ----------------------------------------------------------------------------
 
-    def run(
-        self, inject: Callable[[Matrix, int], None] | None = None, max_rounds: int = 400
-    ) -> None:
-        """Deliver until the queue is empty; ``inject(matrix, round)`` runs before each round."""
-        with ThreadPoolExecutor(BATCH * len(self.services)) as pool:
-            for rounds in range(max_rounds):
-                if inject is not None:
-                    inject(self, rounds)
-                batch = self.queue.take(BATCH * len(self.services))
-                if not batch:
-                    upcoming = self.queue.next_visible()
-                    if upcoming is None:
-                        return
-                    jump = max(0.0, upcoming - self.clock.now()) + 0.001
-                    if jump > LATE_COMMIT_BOUND_S:
-                        self.sim.wait_idle(10.0)  # late commits land before time jumps past them
-                    self.clock.advance(jump)
-                    continue
-                jobs = [(self.services[i % len(self.services)], m) for i, m in enumerate(batch)]
-                list(pool.map(lambda job: self._invoke(*job), jobs))
-            raise AssertionError(f"queue not drained after {max_rounds} rounds")
-
-    def _invoke(self, service: Service, message: Message) -> None:
-        message.dequeue_count += 1
-        with self._lock:
-            self.invocations += 1
-        try:
-            service.process_job(message.body, dequeue_count=message.dequeue_count)
-        except Exception:
-            with self._lock:
-                self.raised += 1
-            if message.dequeue_count >= MAX_DEQUEUE:
-                self.poison.send(message.body.decode())  # the host moves it to -poison as is
-                return
-            message.visible_at = self.clock.now() + VISIBILITY_S
-            with self.queue.lock:
-                self.queue.messages.append(message)
+    def settle(self) -> None:
+        """Late commits land before the host's clock jumps past them."""
+        self.sim.wait_idle(10.0)
 
     # ---- counting ----------------------------------------------------------------------------
 
     def count(self, scenario: str, sys_ids: list[str]) -> Outcome:
         self.sim.wait_idle(10.0)
         outcome = Outcome(scenario, len(sys_ids), invocations=self.invocations, raised=self.raised)
-        poisoned = {_record_of(m) for m in self.poison.messages}
+        poisoned = self.poisoned_records()
         outcome.poisoned = len(self.poison.messages)
         for sys_id in sys_ids:
             rec = self.sim.get_record("incident", sys_id) or {}
@@ -319,16 +204,6 @@ class Matrix:
             1 for r in log if r.method == "PATCH" and (r.status == 0 or r.status >= 500)
         )
         return outcome
-
-
-def _record_of(message: str) -> str:
-    try:
-        data = json.loads(message)
-        if "message" in data:  # our poison envelope
-            data = json.loads(data["message"])
-        return str(data.get("record_id", ""))
-    except (ValueError, AttributeError):
-        return hashlib.sha256(message.encode()).hexdigest()
 
 
 # ---- the scenarios ---------------------------------------------------------------------------
