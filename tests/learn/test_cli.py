@@ -170,6 +170,12 @@ class FakeConnector:
         self.calls.append((table, query, list(fields)))
         yield from self.records
 
+    def own_user(self) -> str | None:
+        return None  # ServiceNow: the mapping names the integration user
+
+    def fallback_text(self, table: str, record_id: str) -> str | None:
+        return None
+
 
 def _incidents() -> list[SourceRecord]:
     raw_category = {

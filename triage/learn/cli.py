@@ -1,7 +1,9 @@
 """The ``train`` and ``evaluate`` sub-commands of ``python -m triage``.
 
-``train --data FILE.csv --text title,body --label category=category --out DIR`` or
-``train --from servicenow [--query Q] --out DIR`` (closed tickets, paged through the connector).
+``train --data FILE.csv --text title,body --label category=category --out DIR``,
+``train --from servicenow [--query Q] --out DIR`` (closed incidents, paged through the connector)
+or ``train --from dynamics [--filter ODATA_FILTER] --label category=_subjectid_value --out DIR``
+(resolved cases, paged through the Dataverse connector; see ``triage.learn.sources``).
 ``evaluate --data FILE.csv ... [--json] [--html REPORT.html]`` trains on a stratified split and
 scores the rest.
 """
@@ -11,20 +13,28 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from domain.errors import ConfigError
+from triage.learn.sources import (
+    DEFAULT_SERVICENOW_QUERY,
+    LabelledData,
+    RecordSource,
+    dataverse_filter,
+    label_columns,
+    labelled_from_connector,
+)
 
 if TYPE_CHECKING:
-    from connectors.base import SourceRecord
+    from domain.mapping import FieldMapping
     from domain.settings import Settings
 
 __all__ = [
     "DEFAULT_SERVICENOW_QUERY",
+    "ConnectorFactory",
     "LabelledData",
     "RecordSource",
     "add_evaluate_parser",
@@ -35,35 +45,10 @@ __all__ = [
     "run_train",
 ]
 
-log = logging.getLogger(__name__)
-
-#: Resolved (6) or closed (7) incidents, oldest first: their labels were reviewed by people.
-DEFAULT_SERVICENOW_QUERY = "stateIN6,7^ORDERBYsys_id"
-DEFAULT_SN_LABELS = ("category", "subcategory", "impact", "urgency")
-
-
-class RecordSource(Protocol):
-    """The part of ``connectors.base.Connector`` that training needs."""
-
-    @property
-    def system(self) -> str:
-        """The platform name, e.g. ``servicenow``."""
-        ...
-
-    def iter_records(
-        self, table: str, query: str, fields: Sequence[str], *, page_size: int | None = None
-    ) -> Iterator[SourceRecord]:
-        """Yield every record matching a platform query, paging in a stable order."""
-        ...
-
-
-class LabelledData:
-    """Texts (title line + body, like ``Ticket.text``) and a label column per field."""
-
-    def __init__(self, texts: list[str], labels: dict[str, list[str | None]], source: str):
-        self.texts = texts
-        self.labels = labels
-        self.source = source
+#: Builds the connector a ``train --from <platform>`` pulls through, and the settings it used.
+ConnectorFactory = Callable[[], "tuple[RecordSource, Settings]"]
+#: ``--from`` choice → the mapping ``system`` it needs.
+_PLATFORM_SYSTEM = {"servicenow": "servicenow", "dynamics": "dataverse"}
 
 
 def _label_specs(specs: Sequence[str]) -> dict[str, str]:
@@ -93,41 +78,6 @@ def read_labelled_csv(
     texts = ["\n".join(r[c] or "" for c in text_cols).strip() for r in records]
     columns = {f: [(r[c] or "").strip() or None for r in records] for f, c in labels.items()}
     return LabelledData(texts, columns, source.name)
-
-
-def labelled_from_connector(
-    connector: RecordSource, settings: Settings, query: str, fields: Sequence[str]
-) -> LabelledData:
-    """Closed tickets through the connector, labels mapped to canonical values."""
-    from domain.mapping import load_mapping
-
-    mapping = load_mapping(settings.mapping_path)
-    missing = [f for f in fields if f not in mapping.fields]
-    if missing:
-        raise ConfigError(f"the mapping has no platform field for {', '.join(missing)}")
-    platform = [mapping.fields["title"], mapping.fields["description"], mapping.last_updated_by]
-    platform += [mapping.fields[f] for f in fields]
-    texts: list[str] = []
-    labels: dict[str, list[str | None]] = {f: [] for f in fields}
-    skipped = 0
-    for record in connector.iter_records(mapping.table, query, sorted(set(platform))):
-        values = record.fields
-        # Last touched by us and never by a person: its labels are our own guesses.
-        if (
-            mapping.integration_user
-            and values.get(mapping.last_updated_by) == mapping.integration_user
-        ):
-            skipped += 1
-            continue
-        title = str(values.get(mapping.fields["title"]) or "")
-        body = str(values.get(mapping.fields["description"]) or "")
-        texts.append(f"{title}\n{body}".strip())
-        for f in fields:
-            raw = values.get(mapping.fields[f])
-            unset = mapping.is_unset(f, raw)
-            labels[f].append(None if unset else mapping.to_canonical(f, str(raw)))
-    log.info("fetched %d labelled tickets (%d skipped as machine-labelled)", len(texts), skipped)
-    return LabelledData(texts, labels, f"{connector.system}:{mapping.table}")
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -161,8 +111,20 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
         "train", help="train a text model and write a model directory"
     )
     _common_args(parser)
-    parser.add_argument("--from", dest="source", choices=["csv", "servicenow"], default="csv")
+    parser.add_argument(
+        "--from", dest="source", choices=["csv", "servicenow", "dynamics"], default="csv"
+    )
     parser.add_argument("--query", help="ServiceNow encoded query (default: closed incidents)")
+    parser.add_argument(
+        "--filter",
+        dest="odata_filter",
+        metavar="ODATA_FILTER",
+        help="Dynamics: OData $filter AND-ed with resolved cases (statecode eq 1)",
+    )
+    parser.add_argument(
+        "--mapping",
+        help="admin mapping (default: ENRICH_MAPPING_PATH / ENRICH_DATAVERSE_MAPPING_PATH)",
+    )
     parser.add_argument("--out", required=True, help="model directory to write")
     parser.set_defaults(handler=run_train)
     return parser
@@ -220,21 +182,75 @@ def _servicenow_factory() -> tuple[RecordSource, Settings]:
     return build_servicenow_connector(settings), settings
 
 
+def _dynamics_factory() -> tuple[RecordSource, Settings]:
+    from connectors.dataverse import build_dataverse_connector
+    from domain.settings import load_settings
+
+    settings = load_settings()
+    # Training only reads: no column is written, so no write types are needed.
+    return build_dataverse_connector(settings, field_types={}), settings
+
+
+def _source_mapping(args: argparse.Namespace, settings: Settings) -> FieldMapping:
+    from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, load_mapping
+
+    if args.source == "dynamics":
+        path = args.mapping or settings.dataverse_mapping_path or DYNAMICS_DEFAULT_MAPPING_PATH
+    else:
+        path = args.mapping or settings.mapping_path
+    mapping = load_mapping(path)
+    if mapping.system != _PLATFORM_SYSTEM[args.source]:
+        raise ConfigError(
+            f"--from {args.source} needs a mapping with system: {_PLATFORM_SYSTEM[args.source]}"
+            f" (the mapping's is {mapping.system})"
+        )
+    return mapping
+
+
+def _platform_query(args: argparse.Namespace) -> str:
+    if args.source == "dynamics":
+        if args.query is not None:
+            raise ConfigError("--query is ServiceNow's; with --from dynamics use --filter")
+        return dataverse_filter(args.odata_filter)
+    if args.odata_filter is not None:
+        raise ConfigError("--filter is Dynamics'; with --from servicenow use --query")
+    return str(args.query or DEFAULT_SERVICENOW_QUERY)
+
+
+def _connector_data(
+    args: argparse.Namespace, factory: ConnectorFactory | None, out: TextIO
+) -> LabelledData:
+    """Pull human-labelled records of ``--from servicenow|dynamics`` through the connector."""
+    query = _platform_query(args)  # refuse a bad option before any connection is made
+    if factory is None:
+        factory = _dynamics_factory if args.source == "dynamics" else _servicenow_factory
+    connector, settings = factory()
+    mapping = _source_mapping(args, settings)
+    data = labelled_from_connector(connector, mapping, query, label_columns(args.label, mapping))
+    fallback = f", {data.from_fallback} texts from the first e-mail" if data.from_fallback else ""
+    out.write(
+        f"fetched {len(data.texts)} labelled records from {data.source} "
+        f"({data.skipped} skipped as machine-labelled{fallback})\n"
+    )
+    return data
+
+
 def run_train(
     args: argparse.Namespace,
     *,
-    connector_factory: Callable[[], tuple[RecordSource, Settings]] = _servicenow_factory,
+    connector_factory: ConnectorFactory | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Handler of ``train``: fit and write a model directory."""
+    """Handler of ``train``: fit and write a model directory.
+
+    ``connector_factory`` builds the connector of ``--from servicenow|dynamics`` (default:
+    from the ``ENRICH_*`` settings of that platform).
+    """
     from triage.learn.train import train_model
 
-    if args.source == "servicenow":
-        connector, settings = connector_factory()
-        fields = list(_label_specs(args.label)) or list(DEFAULT_SN_LABELS)
-        data = labelled_from_connector(
-            connector, settings, args.query or DEFAULT_SERVICENOW_QUERY, fields
-        )
+    stream = out or sys.stdout
+    if args.source in _PLATFORM_SYSTEM:
+        data = _connector_data(args, connector_factory, stream)
     else:
         data = _csv_data(args)
     if not data.texts:
@@ -247,7 +263,6 @@ def run_train(
         source=data.source,
     )
     target = model.save(args.out)
-    stream = out or sys.stdout
     for name in model.fields:
         info = model.metadata["fields"][name]
         held = info["heldout"]
