@@ -6,11 +6,15 @@ import argparse
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 import pytest
+import responses
 
 from connectors.base import SourceRecord
 from domain.errors import ConfigError
@@ -240,3 +244,223 @@ def test_servicenow_labels_that_are_unset_everywhere_are_refused(tmp_path: Path)
     with pytest.raises(ConfigError, match="field impact: needs at least 2 labels"):
         run_train(args, connector_factory=lambda: (connector, Settings()))
     assert connector.calls[0][1] == "stateIN6,7^ORDERBYsys_id"
+
+
+# --- train --from dynamics: the real DataverseConnector against `responses` -----------------
+
+ORG = "https://acme.crm.dynamics.com"
+API = f"{ORG}/api/data/v9.2"
+OWN = "0a0a0a0a-0000-4000-8000-0000000000aa"  # our application user (WhoAmI)
+AGENT = "b1b1b1b1-0000-4000-8000-0000000000bb"
+SUBJECTS = {  # canonical category -> subject GUID; account_access is left unmapped
+    "network": "5e000000-0000-4000-8000-000000000001",
+    "hardware": "5e000000-0000-4000-8000-000000000002",
+    "software": "5e000000-0000-4000-8000-000000000003",
+    "account_access": "5e000000-0000-4000-8000-000000000004",
+}
+EMAIL_HTML = "<html><body><p>VPN tunnel anslutning virker ikke</p></body></html>"
+
+
+class StubTokens:
+    def token(self) -> str:
+        return "tok-1"
+
+    def invalidate(self) -> None:
+        pass
+
+
+def dynamics_mapping_file(tmp_path: Path) -> Path:
+    """The default Dynamics mapping with category on the Subject tree (three GUIDs mapped)."""
+    import yaml
+
+    from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH
+
+    data = yaml.safe_load(DYNAMICS_DEFAULT_MAPPING_PATH.read_text(encoding="utf-8"))
+    data["fields"]["category"] = "_subjectid_value"
+    data["values"]["category"] = {k: v for k, v in SUBJECTS.items() if k != "account_access"}
+    path = tmp_path / "dynamics.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def dv_connector(page_size: int = 40) -> tuple[Any, Settings]:
+    from connectors.dataverse import DataverseConnector
+    from domain.settings import DataverseSettings, HttpSettings
+
+    dv = DataverseSettings(
+        org_url=ORG,
+        tenant_id="tenant-1",
+        client_id="client-1",
+        client_secret="s3cret-value",
+        page_size=page_size,
+    )
+    settings = Settings(dataverse=dv)
+    connector = DataverseConnector(dv, HttpSettings(), field_types={}, token_provider=StubTokens())
+    return connector, settings
+
+
+def case_rows(n: int) -> list[dict[str, Any]]:
+    rows = []
+    for i, row in enumerate(make_tickets(n, seed=5, vague=0.0, label_noise=0.0)):
+        ours = i % 10 == 0  # last modified by our application user: machine-labelled
+        rows.append(
+            {
+                "@odata.etag": f'W/"{i}"',
+                "incidentid": f"ca5e0000-0000-4000-8000-{i:012d}",
+                "title": row["title"],
+                "description": "" if i == 1 else row["body"],
+                "_subjectid_value": SUBJECTS["hardware" if ours else row["category"]],
+                "prioritycode": (1, 3, 2)[i % 3],
+                "prioritycode@OData.Community.Display.V1.FormattedValue": "High",
+                "_modifiedby_value": OWN if ours else AGENT,
+            }
+        )
+    return rows
+
+
+def serve_cases(mock: Any, rows: list[dict[str, Any]], page_size: int) -> list[str]:
+    """WhoAmI, the pages of ``rows`` chained by opaque next links, one first e-mail."""
+    mock.get(f"{API}/WhoAmI", json={"UserId": OWN.upper(), "BusinessUnitId": AGENT})
+    pages = [rows[i : i + page_size] for i in range(0, len(rows), page_size)]
+    links = [f"{API}/incidents?$skiptoken=page{n}" for n in range(2, len(pages) + 1)]
+    for n, page in enumerate(pages):
+        body: dict[str, Any] = {"value": page}
+        if n < len(links):
+            body["@odata.nextLink"] = links[n]
+        where = rf"{re.escape(API)}/incidents\?\$select=.*" if n == 0 else re.escape(links[n - 1])
+        mock.get(re.compile(where + "$"), json=body)
+    mock.get(
+        re.compile(rf"{re.escape(API)}/emails\?.*"), json={"value": [{"description": EMAIL_HTML}]}
+    )
+    return links
+
+
+def test_train_from_dynamics_pulls_resolved_human_labelled_cases(tmp_path: Path) -> None:
+    connector, settings = dv_connector(page_size=40)
+    rows = case_rows(100)
+    args = _parser().parse_args(
+        [
+            "train", "--from", "dynamics", "--mapping", str(dynamics_mapping_file(tmp_path)),
+            "--filter", "createdon ge 2026-01-01T00:00:00Z or prioritycode eq 1",
+            "--label", "category=_subjectid_value", "--out", str(tmp_path / "m"),
+        ]
+    )  # fmt: skip
+    out = io.StringIO()
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        links = serve_cases(mock, rows, 40)
+        assert run_train(args, connector_factory=lambda: (connector, settings), out=out) == 0
+        calls = [c.request for c in mock.calls]
+    pages = [r for r in calls if "/incidents?" in str(r.url)]
+    first = unquote(str(pages[0].url))
+    # resolved cases only, AND-ed with the admin's filter (parenthesised: its `or` stays inside)
+    assert (
+        "$filter=statecode eq 1 and (createdon ge 2026-01-01T00:00:00Z or prioritycode eq 1)&"
+        in first
+    )
+    select = first.split("$select=")[1].split("&")[0].split(",")
+    assert set(select) == {
+        "incidentid", "title", "description", "_modifiedby_value", "_subjectid_value",
+    }  # fmt: skip
+    assert [str(r.url) for r in pages[1:]] == links  # next links followed unchanged
+    assert {r.headers["Prefer"] for r in pages} == {"odata.maxpagesize=40"}
+    assert sum("/WhoAmI" in str(r.url) for r in calls) == 1
+    [email] = [unquote(str(r.url)) for r in calls if "/emails?" in str(r.url)]
+    assert f"_regardingobjectid_value eq {rows[1]['incidentid']}" in email
+
+    model = TextModel.load(tmp_path / "m")
+    info = model.metadata["fields"]["category"]
+    assert model.metadata["source"] == "dataverse:incident"
+    assert info["n_train"] == 90  # the 10 cases we modified last are not training data
+    # mapped subject GUIDs became canonical labels; the unmapped one is kept raw
+    assert set(info["labels"]) == {"network", "hardware", "software", SUBJECTS["account_access"]}
+    assert (
+        "fetched 90 labelled records from dataverse:incident (10 skipped as machine-labelled, "
+        "1 read from their first e-mail)" in out.getvalue()
+    )
+
+
+def test_dynamics_labels_are_raw_ints_mapped_to_canonical_and_unset_dropped(
+    tmp_path: Path,
+) -> None:
+    from domain.mapping import load_mapping
+    from triage.learn.sources import labelled_from_connector
+
+    connector, _ = dv_connector(page_size=5000)
+    rows = case_rows(12)
+    mapping = load_mapping(dynamics_mapping_file(tmp_path))
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        serve_cases(mock, rows, 5000)
+        data = labelled_from_connector(
+            connector, mapping, "statecode eq 1", {"priority": "prioritycode"}
+        )
+    kept = [r for r in rows if r["_modifiedby_value"] == AGENT]
+    # option-set ints read raw: 1 -> high, 3 -> planning (the mapping's reverse), 2 (Normal,
+    # the form's default) counts as unset
+    expected = {1: "high", 3: "planning", 2: None}
+    assert data.labels["priority"] == [expected[r["prioritycode"]] for r in kept]
+    assert data.texts[0] == f"{rows[1]['title']}\n{EMAIL_HTML}"  # what the pipeline would read
+    assert (data.skipped, data.from_fallback) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, "statecode eq 1"),
+        ("prioritycode eq 1", "statecode eq 1 and (prioritycode eq 1)"),
+        ("  title eq 'it''s (odd'  ", "statecode eq 1 and (title eq 'it''s (odd')"),
+    ],
+)
+def test_dataverse_filter_is_anded_with_resolved_cases(given: str | None, expected: str) -> None:
+    from triage.learn.sources import dataverse_filter
+
+    assert dataverse_filter(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("   ", "empty"),
+        ("a eq 1) or (statecode eq 0", "unbalanced"),
+        ("title eq 'open", "unbalanced"),
+        ("title eq 1\nor x", "control"),
+        ("x" * 2001, "longer than"),
+    ],
+)
+def test_a_bad_filter_is_refused_without_echoing_it(given: str, message: str) -> None:
+    from triage.learn.sources import dataverse_filter
+
+    with pytest.raises(ConfigError, match=message) as info:
+        dataverse_filter(given)
+    assert not given.strip() or given.strip()[:12] not in str(info.value)
+
+
+def _refusing_factory() -> tuple[Any, Settings]:
+    raise AssertionError("no connector may be built for a refused command line")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--from", "dynamics", "--query", "stateIN6,7"], "with --from dynamics use --filter"),
+        (["--from", "servicenow", "--filter", "statecode eq 1"], "use --query"),
+    ],
+)
+def test_platform_query_options_do_not_mix(argv: list[str], message: str, tmp_path: Path) -> None:
+    args = _parser().parse_args(["train", *argv, "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match=message):
+        run_train(args, connector_factory=_refusing_factory)
+
+
+def test_dynamics_needs_a_dataverse_mapping_and_named_labels(tmp_path: Path) -> None:
+    from domain.mapping import DEFAULT_MAPPING_PATH
+
+    connector, settings = dv_connector()
+    wrong = _parser().parse_args(
+        ["train", "--from", "dynamics", "--mapping", str(DEFAULT_MAPPING_PATH), "--out", "x"]
+    )
+    with pytest.raises(ConfigError, match="needs a mapping with system: dataverse"):
+        run_train(wrong, connector_factory=lambda: (connector, settings))
+    # The default Dynamics mapping maps no category/impact/urgency column: say how to name one.
+    bare = _parser().parse_args(["train", "--from", "dynamics", "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match="--label FIELD=COLUMN"):
+        run_train(bare, connector_factory=lambda: (connector, settings))

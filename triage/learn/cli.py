@@ -227,7 +227,7 @@ def _connector_data(
     connector, settings = factory()
     mapping = _source_mapping(args, settings)
     data = labelled_from_connector(connector, mapping, query, label_columns(args.label, mapping))
-    fallback = f", {data.from_fallback} texts from the first e-mail" if data.from_fallback else ""
+    fallback = f", {data.from_fallback} read from their first e-mail" if data.from_fallback else ""
     out.write(
         f"fetched {len(data.texts)} labelled records from {data.source} "
         f"({data.skipped} skipped as machine-labelled{fallback})\n"
