@@ -244,6 +244,8 @@ class Settings(BaseSettings):
     #: The Dynamics admin mapping; the embedded Dynamics default when unset.
     dataverse_mapping_path: str | None = None
     model_path: str | None = None
+    #: A model trained on Dynamics cases (`train --from dynamics`), e.g. for subjects or casetypecode.
+    dataverse_model_path: str | None = None
     dry_run: bool = False
 
 

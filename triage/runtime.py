@@ -15,6 +15,7 @@ from triage.service import Service
 if TYPE_CHECKING:
     from connectors.state import ClaimStore
     from domain.redact import Redactor
+    from enrichers.learned import TextModel
     from enrichers.summary import Summarizer
     from triage.pipeline import Pipeline
 
@@ -73,11 +74,7 @@ def _pipelines(settings: Settings, claims: ClaimStore, redactor: Redactor) -> li
         from connectors.servicenow import build_servicenow_connector
 
         mapping = load_mapping(settings.mapping_path)
-        model = None
-        if settings.model_path:
-            from triage.model_store import load_model  # numpy: only when a model is configured
-
-            model = load_model(settings.model_path)
+        model = _model(settings.model_path)
         pipelines.append(
             Pipeline(
                 connector=build_servicenow_connector(settings, redactor=redactor),
@@ -102,12 +99,22 @@ def _pipelines(settings: Settings, claims: ClaimStore, redactor: Redactor) -> li
             Pipeline(
                 connector=connector,
                 mapping=mapping,
-                enrichers=default_enrichers(mapping, summarizer=summarizer),
+                enrichers=default_enrichers(
+                    mapping, model=_model(settings.dataverse_model_path), summarizer=summarizer
+                ),
                 claims=claims,
                 dry_run=settings.dry_run,
             )
         )
     return pipelines
+
+
+def _model(path: str | None) -> TextModel | None:
+    if not path:
+        return None
+    from triage.model_store import load_model  # numpy: only when a model is configured
+
+    return load_model(path)
 
 
 def build_summarizer(settings: Settings) -> Summarizer | None:
