@@ -9,21 +9,41 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from domain.errors import ConfigError, EnrichmentError
 from domain.models import Suggestion, Ticket
+
+if TYPE_CHECKING:
+    from domain.mapping import FieldMapping
 
 __all__ = ["main", "read_tickets"]
 
 _TITLE_COLUMNS = ("short_description", "title", "subject")
 _BODY_COLUMNS = ("description", "body", "text")
 _TABLE_FIELDS = ("category", "subcategory", "impact", "urgency", "priority")
+#: ``enrich --platform`` → the system its mapping must be for.
+_PLATFORM_SYSTEMS = {"servicenow": "servicenow", "dynamics": "dataverse"}
+_NOT_WRITTEN = {
+    "servicenow": "below the field's threshold, or not written back"
+    " (priority: ServiceNow computes it from impact and urgency)",
+    "dataverse": "below the field's threshold, or the mapping names no column for it"
+    " (impact and urgency: a Case has none out of the box)",
+}
 
 
-def read_tickets(path: Path) -> Iterator[Ticket]:
-    """Read tickets from CSV or JSONL (by suffix), picking title and description columns."""
-    rows = _read_jsonl(path) if path.suffix.lower() in {".jsonl", ".ndjson"} else _read_csv(path)
+def read_tickets(path: Path, mapping: FieldMapping | None = None) -> Iterator[Ticket]:
+    """Read tickets from CSV or JSONL (by suffix), picking title and description columns.
+
+    With a Dataverse mapping the file is a Dynamics export: its columns are the mapping's
+    (logical names such as ``title``, ``description``, ``prioritycode``, ``_subjectid_value``,
+    ``ticketnumber``) holding raw values (option-set ints, subject GUIDs), read as the pipeline
+    reads a case: mapped raw values count as set, unset ones (Normal priority) do not.
+    """
+    if mapping is not None and mapping.system == "dataverse":
+        yield from _read_export(path, mapping)
+        return
+    rows = _rows(path, (*_TITLE_COLUMNS, *_BODY_COLUMNS))
     for number, row in enumerate(rows, start=1):
         title = _first(row, _TITLE_COLUMNS)
         # What the file already holds counts as set (the summary lands in the title field).
@@ -37,8 +57,26 @@ def read_tickets(path: Path) -> Iterator[Ticket]:
         )
 
 
+def _read_export(path: Path, mapping: FieldMapping) -> Iterator[Ticket]:
+    from domain.mapping import to_ticket
+
+    text_columns = (mapping.fields["title"], mapping.fields["description"])
+    for number, row in enumerate(_rows(path, text_columns), start=1):
+        yield to_ticket(_lowered(row), mapping, record_id=str(number))
+
+
+def _rows(path: Path, text_columns: Sequence[str]) -> Iterator[dict[str, Any]]:
+    if path.suffix.lower() in {".jsonl", ".ndjson"}:
+        return _read_jsonl(path)
+    return _read_csv(path, text_columns)
+
+
+def _lowered(row: dict[str, Any]) -> dict[str, Any]:
+    return {str(k).strip().lower().lstrip("\ufeff"): v for k, v in row.items()}
+
+
 def _first(row: dict[str, Any], names: Sequence[str]) -> str:
-    lowered = {str(k).strip().lower().lstrip("\ufeff"): v for k, v in row.items()}
+    lowered = _lowered(row)
     for name in names:
         value = lowered.get(name)
         if value:
@@ -46,15 +84,13 @@ def _first(row: dict[str, Any], names: Sequence[str]) -> str:
     return ""
 
 
-def _read_csv(path: Path) -> Iterator[dict[str, Any]]:
+def _read_csv(path: Path, text_columns: Sequence[str]) -> Iterator[dict[str, Any]]:
     csv.field_size_limit(10_000_000)
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {f.lower() for f in reader.fieldnames} & {
-            *_TITLE_COLUMNS,
-            *_BODY_COLUMNS,
-        }:
-            wanted = ", ".join((*_TITLE_COLUMNS, *_BODY_COLUMNS))
+        header = {f.strip().lower() for f in reader.fieldnames or []}
+        if not header & set(text_columns):
+            wanted = ", ".join(text_columns)
             raise ConfigError(f"{path}: no text column found (expected one of: {wanted})")
         yield from reader
 
@@ -74,25 +110,34 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _cmd_enrich(args: argparse.Namespace) -> int:
-    from domain.mapping import load_mapping
+    from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, load_mapping
     from enrichers import default_enrichers
     from enrichers.engine import run_enrichers
     from triage.model_store import load_model
     from triage.policy import decide
 
-    mapping = load_mapping(args.mapping)
+    path = args.mapping
+    if path is None and args.platform == "dynamics":
+        path = DYNAMICS_DEFAULT_MAPPING_PATH
+    mapping = load_mapping(path)
+    wanted = _PLATFORM_SYSTEMS.get(args.platform)
+    if wanted is not None and mapping.system != wanted:
+        raise ConfigError(
+            f"--platform {args.platform} needs a mapping with system: {wanted} "
+            f"(the mapping's is {mapping.system})"
+        )
     model = load_model(args.model) if args.model else None
     enrichers = default_enrichers(mapping, model=model)
     out: TextIO = sys.stdout
     rows = []
-    for ticket in read_tickets(Path(args.file)):
+    for ticket in read_tickets(Path(args.file), mapping):
         chosen = run_enrichers(enrichers, ticket)
         writes = {d.field for d in decide(ticket, chosen, mapping) if d.action == "write"}
         rows.append((ticket, chosen, writes))
         if args.format == "jsonl":
             out.write(json.dumps(_json_row(ticket, chosen, writes), ensure_ascii=False) + "\n")
     if args.format == "table":
-        _print_table(rows, out)
+        _print_table(rows, out, mapping.system)
     return 0
 
 
@@ -108,7 +153,9 @@ def _json_row(ticket: Ticket, chosen: dict[str, Suggestion], writes: set[str]) -
     return row
 
 
-def _print_table(rows: list[tuple[Ticket, dict[str, Suggestion], set[str]]], out: TextIO) -> None:
+def _print_table(
+    rows: list[tuple[Ticket, dict[str, Suggestion], set[str]]], out: TextIO, system: str
+) -> None:
     header = ["row", *_TABLE_FIELDS, "summary"]
     lines = [header]
     for ticket, chosen, writes in rows:
@@ -124,10 +171,7 @@ def _print_table(rows: list[tuple[Ticket, dict[str, Suggestion], set[str]]], out
     for cells in lines:
         head = "  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True))
         out.write(f"{head}  {cells[-1]}\n")
-    out.write(
-        "\n'?' = would not be written: below the field's threshold, or not written back"
-        " (priority: ServiceNow computes it from impact and urgency).\n"
-    )
+    out.write(f"\n'?' = would not be written: {_NOT_WRITTEN[system]}.\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,9 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     enrich = sub.add_parser("enrich", help="enrich tickets from a CSV or JSONL file")
     enrich.add_argument("file", help="CSV or JSONL with short_description/title and description")
     enrich.add_argument("--format", choices=["table", "jsonl"], default="table")
+    enrich.add_argument(
+        "--platform",
+        choices=sorted(_PLATFORM_SYSTEMS),
+        help="the file's platform; dynamics: a Dataverse export (columns title, description, "
+        "prioritycode, _subjectid_value, ticketnumber) with the embedded Dynamics mapping",
+    )
     enrich.add_argument("--mapping", help="admin mapping file (default: the embedded one)")
     enrich.add_argument("--model", help="model directory or blob URL (default: rules only)")
     enrich.set_defaults(handler=_cmd_enrich)
+    from triage.dynamics_admin_cli import add_dynamics_parser
+
+    add_dynamics_parser(sub)  # python -m triage dynamics register-webhook | rotate-key
     try:
         from triage.learn.cli import add_evaluate_parser, add_train_parser
     except ImportError:  # pragma: no cover - the learner ships with the package

@@ -7,7 +7,9 @@ Serves HTTPS by default (``tls=True``: a throw-away self-signed certificate, tru
   (client credentials; scope ``https://<org>.crm.dynamics.com/.default``), see dataverse_auth;
 - ``/api/data/v9.2/...``: ``WhoAmI``, ``incidents``, ``annotations``, ``emails``, ``subjects``
   (collections and ``(<guid>)`` records), option set metadata of ``incident`` and ``$batch``,
-  see dataverse_api and dataverse_batch_exec.
+  see dataverse_api and dataverse_batch_exec; the webhook registration tables
+  ``serviceendpoints``, ``sdkmessageprocessingsteps``, ``sdkmessages``, ``sdkmessagefilters``,
+  see dataverse_admin (a step created through them fires like ``register_webhook``).
 
 Every answer carries ``x-ms-service-request-id`` (and ``REQ_ID``); Web API answers carry
 ``OData-Version: 4.0``. Service protection limits (dataverse_limits) apply per user to Web API
@@ -34,7 +36,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from tests.simulators import Clock, FakeClock, LoopbackServer, Request, Response, SystemClock
-from tests.simulators.dataverse_api import API_PREFIX, BeforeWrite, Call, WebApi, error
+from tests.simulators.dataverse_admin import AdminWebApi, AdminWebhookHub, install
+from tests.simulators.dataverse_api import API_PREFIX, BeforeWrite, Call, error
 from tests.simulators.dataverse_auth import (
     AppClient,
     TokenService,
@@ -42,7 +45,6 @@ from tests.simulators.dataverse_auth import (
     server_context,
 )
 from tests.simulators.dataverse_batch_exec import run_batch
-from tests.simulators.dataverse_hooks import WebhookHub
 from tests.simulators.dataverse_limits import Limits, ServiceProtection
 from tests.simulators.dataverse_store import Store
 from tests.simulators.dataverse_webhook import Delivery
@@ -98,14 +100,15 @@ class DataverseSimulator(LoopbackServer):
         self.protection = ServiceProtection(self.clock, limits)
         self.store = Store(self.clock)
         self.store.require_customer = require_customer
-        self.api = WebApi(
+        install(self.store)  # serviceendpoints, sdkmessage(filter)s, steps: dataverse_admin
+        self.api = AdminWebApi(
             self.store, lambda: self.url, (self.organization_id, self.business_unit_id)
         )
         self._lock = threading.Lock()
         self._faults: list[Response] = []
         self._log: list[LoggedRequest] = []
         identity = (self.organization_id, self.org, self.business_unit_id)
-        self.hooks = WebhookHub(self.store, identity, f"{self.org}.crm.dynamics.com")
+        self.hooks = AdminWebhookHub(self.store, identity, f"{self.org}.crm.dynamics.com")
         self._tmp: Path | None = None
         self.ca_path: str | None = None
 
