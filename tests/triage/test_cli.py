@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,83 @@ def test_missing_file_and_bad_mapping_exit_2(tmp_path, capsys):
     data = write_csv(tmp_path / "t.csv", [("a", "b")])
     assert main(["enrich", str(data), "--mapping", str(bad)]) == 2
     assert "fields.description" in capsys.readouterr().err
+
+
+# --- Dynamics 365 exports: Dataverse column names, raw values --------------------------------
+
+OUTAGE = "Hej, kasserne virker ikke i alle butikker siden i morges. Det haster!"
+DYNAMICS_HEADER = ("ticketnumber", "title", "description", "prioritycode", "_subjectid_value")
+NETWORK_SUBJECT = "5e000000-0000-4000-8000-000000000001"
+
+
+def test_a_dynamics_csv_export_is_read_with_the_dynamics_mapping(tmp_path, capsys):
+    data = write_csv(
+        tmp_path / "cases.csv",
+        [
+            ("CAS-01001-A1B2", "Kasser nede i alle butikker", OUTAGE, "", ""),
+            ("CAS-01002-C3D4", "Kasser nede i alle butikker", OUTAGE, "2", ""),  # Normal: unset
+            ("CAS-01003-E5F6", "Kasser nede i alle butikker", OUTAGE, "3", ""),  # an agent's Low
+        ],
+        header=DYNAMICS_HEADER,
+    )
+    assert main(["enrich", str(data), "--platform", "dynamics", "--format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["row"] for r in rows] == [1, 2, 3]
+    assert {r["priority"]["value"] for r in rows} == {"critical"}
+    # Dynamics does not derive priority: we write it, unless an agent chose one.
+    assert [r["priority"]["would_fill"] for r in rows] == [True, True, False]
+    # A Case has no impact/urgency column out of the box, and the default names no summary one.
+    assert not any(r[f]["would_fill"] for r in rows for f in ("impact", "urgency", "summary"))
+
+
+def test_a_web_api_jsonl_export_with_ints_nulls_and_annotations(tmp_path, capsys):
+    from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH
+
+    rows = [
+        {"@odata.etag": 'W/"1"', "title": "Kasser nede i alle butikker", "description": OUTAGE,
+         "prioritycode": None, "prioritycode@OData.Community.Display.V1.FormattedValue": ""},
+        {"@odata.etag": 'W/"2"', "title": "Kasser nede", "description": OUTAGE, "prioritycode": 1},
+    ]  # fmt: skip
+    data = tmp_path / "cases.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    argv = ["enrich", str(data), "--mapping", str(DYNAMICS_DEFAULT_MAPPING_PATH)]
+    assert main([*argv, "--format", "jsonl"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["priority"]["would_fill"] for r in out] == [True, False]  # 1 (High) is set
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert re.search(r"\bcritical \d", table) and re.search(r"\bcritical\? \d", table)
+    assert "a Case has none out of the box" in table and "ServiceNow computes" not in table
+
+
+def test_read_tickets_maps_raw_dynamics_values_like_the_pipeline(tmp_path):
+    import yaml
+
+    from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, load_mapping
+
+    config = yaml.safe_load(DYNAMICS_DEFAULT_MAPPING_PATH.read_text(encoding="utf-8"))
+    config["fields"]["category"] = "_subjectid_value"
+    config["values"]["category"] = {"network": NETWORK_SUBJECT}
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    data = write_csv(
+        tmp_path / "cases.csv",
+        [("CAS-1", "VPN down", "x", "3", NETWORK_SUBJECT), ("CAS-2", "", "y", "2", "")],
+        header=DYNAMICS_HEADER,
+    )
+    first, second = read_tickets(data, load_mapping(path))
+    assert (first.system, first.number, first.title) == ("dataverse", "CAS-1", "VPN down")
+    assert first.current == {"category": "network", "priority": "planning"}  # raw → canonical
+    assert second.current == {"category": None, "priority": None}  # empty and Normal: unset
+
+
+def test_dynamics_exports_need_their_text_columns_and_mapping(tmp_path, capsys):
+    from domain.mapping import DEFAULT_MAPPING_PATH
+
+    no_text = write_csv(tmp_path / "a.csv", [("CAS-1", "2")], header=("ticketnumber", "x"))
+    assert main(["enrich", str(no_text), "--platform", "dynamics"]) == 2
+    assert "expected one of: title, description" in capsys.readouterr().err
+    data = write_csv(tmp_path / "b.csv", [("VPN", "down")], header=("title", "description"))
+    argv = ["enrich", str(data), "--platform", "dynamics", "--mapping", str(DEFAULT_MAPPING_PATH)]
+    assert main(argv) == 2
+    assert "--platform dynamics needs a mapping with system: dataverse" in capsys.readouterr().err
