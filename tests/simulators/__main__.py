@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["SAMPLE_TICKETS", "main", "sample_tickets"]
@@ -90,10 +92,18 @@ def _servicenow(args: argparse.Namespace) -> Any:
     sim = ServiceNowSimulator(users={"admin": "admin"}, oauth_clients={"client": ("secret", "svc")})
     for title, description in sample_tickets(args.seed, args.seed):
         sim.add_record("incident", {"short_description": title, "description": description})
+    ca_path = None
+    if args.tls:  # real clients refuse plain http to an instance; so does our settings check
+        from tests.simulators.dataverse_auth import make_certificate, server_context
+
+        cert, key = make_certificate(Path(tempfile.mkdtemp(prefix="servicenow-sim-")))
+        sim.ssl_context, ca_path = server_context(cert, key), str(cert)
     sim.port = args.port
     sim.start()
     _say(f"ServiceNow simulator: {sim.url}")
     _say("  basic auth: admin / admin  OAuth client: client / secret (POST /oauth_token.do)")
+    if ca_path:
+        _say(f"  CA certificate (requests verify=): {ca_path}")
     return sim
 
 

@@ -184,14 +184,25 @@ def test_standalone_runner_prints_the_url_serves_seeded_cases_and_stops_on_ctrl_
                 proc.kill()
 
 
-def test_servicenow_standalone_runner_serves_seeded_incidents() -> None:
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+def test_servicenow_standalone_runner_serves_seeded_incidents(tls: bool) -> None:
     cmd = [sys.executable, "-m", "tests.simulators.servicenow", "--port", "0", "--seed", "2"]
+    cmd.append("--tls" if tls else "--no-tls")
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None
             url = proc.stdout.readline().split(": ", 1)[1].strip()
             proc.stdout.readline()
-            resp = requests.get(f"{url}/api/now/table/incident", auth=("admin", "admin"), timeout=5)
+            assert url.startswith("https://" if tls else "http://")
+            verify: bool | str = True
+            if tls:
+                verify = proc.stdout.readline().rsplit(": ", 1)[1].strip()
+            with requests.Session() as session:
+                session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
+                resp = session.get(
+                    f"{url}/api/now/table/incident", auth=("admin", "admin"), timeout=5,
+                    verify=verify,
+                )  # fmt: skip
             assert len(resp.json()["result"]) == 2
             proc.send_signal(signal.SIGINT)
             assert proc.wait(10) == 0
