@@ -22,6 +22,7 @@ from enrichers import default_enrichers
 from tests.learn import make_tickets
 from tests.simulators import FakeClock
 from tests.simulators.dataverse import PERSON, DataverseSimulator
+from tests.simulators.dataverse_testkit import tls_session
 from triage.cli import build_parser
 from triage.learn.cli import run_train
 from triage.model_store import load_model
@@ -122,9 +123,7 @@ def test_train_from_dynamics_then_fill_a_new_case(sim: DataverseSimulator, tmp_p
 
     path = mapping_file(tmp_path, subjects)
     mapping = load_mapping(path)
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify (requests #3829)
-    session.verify = sim.ca_path
+    session = tls_session(sim)  # trusts the simulator's certificate, not the environment
     connector, dv = connect(sim, mapping, session)
     settings = Settings(dataverse=dv, dataverse_mapping_path=str(path))
     args = build_parser().parse_args(
