@@ -1,4 +1,4 @@
-"""Dataverse (Dynamics 365) Web API v9.2 connector: raw values in, raw values out.
+"""Dataverse (Dynamics 365) Web od.API v9.2 connector: raw values in, raw values out.
 
 Reads send the headers of dataverse.md §1 and an explicit ``$select``; choices come back as
 integers, lookups as ``_<name>_value`` GUIDs, and the record's ``@odata.etag`` becomes
@@ -25,10 +25,10 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
 
 import requests
 
+from connectors import _odata as od
 from connectors._auth import BearerAuth, TokenProvider
 from connectors._http import HttpClient, request_id_of
 from connectors._msal import MsalTokenProvider
@@ -49,40 +49,15 @@ from domain.settings import DataverseSettings, HttpSettings, Settings
 
 __all__ = ["NOTE_FIELD", "DataverseConnector", "build_dataverse_connector"]
 
-log = logging.getLogger(__name__)
+NOTE_FIELD = od.NOTE_FIELD  # pseudo-field of update(): the note to add to the record
 
-SYSTEM: System = "dataverse"
-API = "/api/data/v9.2"
-NOTE_FIELD = "annotation"  # pseudo-field of update(): the note to add to the record
-ENTITY_SETS: Mapping[str, str] = {
-    "incident": "incidents",
-    "annotation": "annotations",
-    "email": "emails",
-    "subject": "subjects",
-}
-BASE_HEADERS: Mapping[str, str] = {
-    "Accept": "application/json",
-    "OData-MaxVersion": "4.0",
-    "OData-Version": "4.0",
-}
-READ_HEADERS: Mapping[str, str] = {**BASE_HEADERS, "If-None-Match": "null"}
-AUDIT_FIELDS = ("modifiedon", "_modifiedby_value")
-GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-SET_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
-ORDER_RE = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]*(?: (?:asc|desc))?(?:,[A-Za-z_][A-Za-z0-9_]*(?: (?:asc|desc))?)*$"
-)
-CHOICE_RE = re.compile(r"^-?\d{1,10}$")
-NOTE_MARKER_RE = re.compile(r"^[A-Za-z0-9 _.:-]{1,80}$")
-# Characters left readable in query option values; everything else is percent-encoded.
-QUERY_SAFE = "(),'=:/@*."
+log = logging.getLogger(__name__)
 
 
 class DataverseConnector:
-    """Reads and writes Dataverse records through the Web API (``incidents`` and friends)."""
+    """Reads and writes Dataverse records through the Web od.API (``incidents`` and friends)."""
 
-    system: System = SYSTEM
+    system: System = od.SYSTEM
 
     def __init__(
         self,
@@ -101,7 +76,7 @@ class DataverseConnector:
     ) -> None:
         self._settings = settings
         self._base = settings.base_url
-        self._field_types = _check_field_types(field_types)
+        self._field_types = od.check_field_types(field_types)
         self._note_subject = note_subject
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
@@ -113,7 +88,7 @@ class DataverseConnector:
             )
         self.pacer = pacer if pacer is not None else Pacer(sleep=sleep, monotonic=monotonic)
         self._http = HttpClient(
-            SYSTEM,
+            od.SYSTEM,
             http_settings,
             session=self._session,
             auth=BearerAuth(token_provider),
@@ -127,14 +102,14 @@ class DataverseConnector:
 
     def get(self, table: str, record_id: str, fields: Sequence[str]) -> SourceRecord:
         """Read one record's raw values and its etag (``NotFoundError`` when missing)."""
-        url = f"{self._record_url(table, record_id)}?{_query({'$select': _select(fields)})}"
-        body = _json(self._http.request("GET", url, headers=READ_HEADERS))
+        url = f"{self._record_url(table, record_id)}?{od.query({'$select': od.select(fields)})}"
+        body = od.json(self._http.request("GET", url, headers=od.READ_HEADERS))
         etag = body.get("@odata.etag")
         return SourceRecord(
-            SYSTEM,
+            od.SYSTEM,
             table,
             record_id.lower(),
-            _plain(body),
+            od.plain(body),
             etag=etag if isinstance(etag, str) else None,
         )
 
@@ -152,24 +127,24 @@ class DataverseConnector:
         when it is gone: in both cases nothing was written.
         """
         if not changes:
-            raise RejectedError("update with no changes", system=SYSTEM)
+            raise RejectedError("update with no changes", system=od.SYSTEM)
         path = self._record_path(table, record_id)
-        values = {k: v for k, v in changes.items() if k != NOTE_FIELD}
+        values = {k: v for k, v in changes.items() if k != od.NOTE_FIELD}
         extra = self._bypass_headers()
         requests_: list[BatchRequest] = []
         if values:
-            headers = {**BASE_HEADERS, **extra, "If-Match": etag if etag is not None else "*"}
+            headers = {**od.BASE_HEADERS, **extra, "If-Match": etag if etag is not None else "*"}
             body = dict(self._convert(k, v) for k, v in values.items())
             requests_.append(BatchRequest("PATCH", path, headers, body, content_id="1"))
-        if NOTE_FIELD in changes:
+        if od.NOTE_FIELD in changes:
             note = {
                 "subject": self._note_subject,
-                "notetext": changes[NOTE_FIELD],
-                f"objectid_{table}@odata.bind": path.removeprefix(API),
+                "notetext": changes[od.NOTE_FIELD],
+                f"objectid_{table}@odata.bind": path.removeprefix(od.API),
             }
-            headers = {**BASE_HEADERS, **extra}
+            headers = {**od.BASE_HEADERS, **extra}
             requests_.append(
-                BatchRequest("POST", f"{API}/annotations", headers, note, content_id="2")
+                BatchRequest("POST", f"{od.API}/annotations", headers, note, content_id="2")
             )
         response = self._send_change_set(requests_, extra)
         log.info(
@@ -177,26 +152,26 @@ class DataverseConnector:
             table,
             record_id,
             sorted(values),
-            NOTE_FIELD in changes,
+            od.NOTE_FIELD in changes,
             request_id_of(response),
         )
-        return self.get(table, record_id, [*values, *AUDIT_FIELDS])
+        return self.get(table, record_id, [*values, *od.AUDIT_FIELDS])
 
     def has_note(
-        self, table: str, record_id: str, marker: str, *, element: str = NOTE_FIELD
+        self, table: str, record_id: str, marker: str, *, element: str = od.NOTE_FIELD
     ) -> bool:
         """Whether an annotation on the record contains ``marker`` (``element`` is unused)."""
-        record_id = _check_guid(record_id)
-        _entity_set(table)
-        if not NOTE_MARKER_RE.fullmatch(marker):
-            raise RejectedError("invalid note marker", system=SYSTEM)
+        record_id = od.check_guid(record_id)
+        od.entity_set(table)
+        if not od.NOTE_MARKER_RE.fullmatch(marker):
+            raise RejectedError("invalid note marker", system=od.SYSTEM)
         query = {
             "$filter": f"_objectid_value eq {record_id} and contains(notetext,'{marker}')",
             "$select": "annotationid",
             "$top": "1",
         }
-        url = f"{self._base}{API}/annotations?{_query(query)}"
-        rows = _rows(_json(self._http.request("GET", url, headers=READ_HEADERS)))
+        url = f"{self._base}{od.API}/annotations?{od.query(query)}"
+        rows = od.rows(od.json(self._http.request("GET", url, headers=od.READ_HEADERS)))
         return bool(rows)
 
     def overwritten(
@@ -206,7 +181,7 @@ class DataverseConnector:
         *,
         written: SourceRecord,
         marker: str,
-        element: str = NOTE_FIELD,
+        element: str = od.NOTE_FIELD,
         read: SourceRecord | None = None,
     ) -> dict[str, tuple[str, str]]:
         """Always ``{}``: every write carries ``If-Match``, so a concurrent change is refused
@@ -227,38 +202,38 @@ class DataverseConnector:
         Pages with ``Prefer: odata.maxpagesize`` and follows ``@odata.nextLink`` unchanged
         (never ``$skip``); a link off this organisation or seen before is refused.
         """
-        entity_set = _entity_set(table)
+        entity_set = od.entity_set(table)
         key = f"{table}id"
         size = page_size if page_size is not None else self._settings.page_size
         if not 1 <= size <= 5000:
-            raise RejectedError(f"page_size must be 1..5000, got {size}", system=SYSTEM)
+            raise RejectedError(f"page_size must be 1..5000, got {size}", system=od.SYSTEM)
         order = order_by if order_by is not None else f"createdon asc,{key} asc"
-        if not ORDER_RE.fullmatch(order):
-            raise RejectedError("invalid $orderby", system=SYSTEM)
+        if not od.ORDER_RE.fullmatch(order):
+            raise RejectedError("invalid $orderby", system=od.SYSTEM)
         if re.search(r"[\x00-\x1f]", query):
-            raise RejectedError("invalid $filter", system=SYSTEM)
-        options = {"$select": _select([key, *fields])}
+            raise RejectedError("invalid $filter", system=od.SYSTEM)
+        options = {"$select": od.select([key, *fields])}
         if query.strip():
             options["$filter"] = query.strip()
         options["$orderby"] = order
-        url: str | None = f"{self._base}{API}/{entity_set}?{_query(options)}"
-        headers = {**READ_HEADERS, "Prefer": f"odata.maxpagesize={size}"}
+        url: str | None = f"{self._base}{od.API}/{entity_set}?{od.query(options)}"
+        headers = {**od.READ_HEADERS, "Prefer": f"odata.maxpagesize={size}"}
         links: set[str] = set()
         seen: set[str] = set()
         while url is not None:
-            body = _json(self._http.request("GET", url, headers=headers))
-            for row in _rows(body):
+            body = od.json(self._http.request("GET", url, headers=headers))
+            for row in od.rows(body):
                 record_id = row.get(key)
                 if not isinstance(record_id, str) or not record_id:
-                    raise UnavailableError(f"{table} row without {key}", system=SYSTEM)
+                    raise UnavailableError(f"{table} row without {key}", system=od.SYSTEM)
                 if record_id not in seen:
                     seen.add(record_id)
                     etag = row.get("@odata.etag")
                     yield SourceRecord(
-                        SYSTEM,
+                        od.SYSTEM,
                         table,
                         record_id,
-                        _plain(row),
+                        od.plain(row),
                         etag if isinstance(etag, str) else None,
                     )
             url = self._next_link(body, links)
@@ -266,12 +241,12 @@ class DataverseConnector:
     def who_am_i(self) -> str:
         """The ``systemuserid`` of the application user we act as (cached after the first call)."""
         if self._who_am_i is None:
-            body = _json(
-                self._http.request("GET", f"{self._base}{API}/WhoAmI", headers=READ_HEADERS)
+            body = od.json(
+                self._http.request("GET", f"{self._base}{od.API}/WhoAmI", headers=od.READ_HEADERS)
             )
             user_id = body.get("UserId")
-            if not isinstance(user_id, str) or not GUID_RE.fullmatch(user_id):
-                raise UnavailableError("WhoAmI answered without a UserId", system=SYSTEM)
+            if not isinstance(user_id, str) or not od.GUID_RE.fullmatch(user_id):
+                raise UnavailableError("WhoAmI answered without a UserId", system=od.SYSTEM)
             self._who_am_i = user_id.lower()
         return self._who_am_i
 
@@ -287,13 +262,13 @@ class DataverseConnector:
     def first_email_text(self, case_id: str) -> str | None:
         """The HTML ``description`` of the earliest e-mail activity regarding the case, if any."""
         query = {
-            "$filter": f"_regardingobjectid_value eq {_check_guid(case_id)}",
+            "$filter": f"_regardingobjectid_value eq {od.check_guid(case_id)}",
             "$orderby": "createdon asc",
             "$select": "description,subject",
             "$top": "1",
         }
-        url = f"{self._base}{API}/emails?{_query(query)}"
-        rows = _rows(_json(self._http.request("GET", url, headers=READ_HEADERS)))
+        url = f"{self._base}{od.API}/emails?{od.query(query)}"
+        rows = od.rows(od.json(self._http.request("GET", url, headers=od.READ_HEADERS)))
         text = rows[0].get("description") if rows else None
         return text if isinstance(text, str) and text else None
 
@@ -311,15 +286,15 @@ class DataverseConnector:
         self, columns: Sequence[str], *, table: str = "incident"
     ) -> list[dict[str, str]]:
         """Options of the picklist ``columns``: ``element``, ``value`` (int as text), ``label``."""
-        _entity_set(table)
-        wanted = {_check_field(c) for c in columns}
+        od.entity_set(table)
+        wanted = {od.check_field(c) for c in columns}
         url = (
-            f"{self._base}{API}/EntityDefinitions(LogicalName='{table}')/Attributes/"
+            f"{self._base}{od.API}/EntityDefinitions(LogicalName='{table}')/Attributes/"
             "Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
             "?$select=LogicalName&$expand=OptionSet($select=Options)"
         )
         found: list[dict[str, str]] = []
-        for attribute in _rows(_json(self._http.request("GET", url, headers=READ_HEADERS))):
+        for attribute in od.rows(od.json(self._http.request("GET", url, headers=od.READ_HEADERS))):
             name = attribute.get("LogicalName")
             if name not in wanted:
                 continue
@@ -344,12 +319,12 @@ class DataverseConnector:
         self, operations: list[BatchRequest], extra: Mapping[str, str]
     ) -> requests.Response:
         batch = build_batch([ChangeSet(operations)])
-        url = f"{self._base}{API}/$batch"
+        url = f"{self._base}{od.API}/$batch"
         response = self._http.request(
             "POST",
             url,
             data=batch.body,
-            headers={**BASE_HEADERS, **extra, "Content-Type": batch.content_type},
+            headers={**od.BASE_HEADERS, **extra, "Content-Type": batch.content_type},
             idempotent=False,  # adds a note: retried only when it provably never left
             accept=_is_multipart,
         )
@@ -358,7 +333,7 @@ class DataverseConnector:
         except (BatchFormatError, KeyError) as exc:
             raise UnavailableError(
                 "unreadable $batch answer: the write may or may not have applied",
-                system=SYSTEM,
+                system=od.SYSTEM,
                 status_code=response.status_code,
                 request_id=request_id_of(response),
             ) from exc
@@ -366,12 +341,12 @@ class DataverseConnector:
         if failed is not None:
             operation = next((o for o in operations if o.content_id == failed.content_id), None)
             method = operation.method if operation is not None else "POST"
-            where = f"{self._base}{operation.url if operation is not None else API + '/$batch'}"
+            where = f"{self._base}{operation.url if operation is not None else od.API + '/$batch'}"
             raise self._http.error_for(method, where, _as_response(failed, response))
         if response.status_code >= 400 or len(results) != len(operations):
             raise UnavailableError(
                 f"$batch answered {len(results)} of {len(operations)} operations",
-                system=SYSTEM,
+                system=od.SYSTEM,
                 status_code=response.status_code,
                 request_id=request_id_of(response),
             )
@@ -380,23 +355,23 @@ class DataverseConnector:
     def _convert(self, field: str, value: str) -> tuple[str, Any]:
         kind = self._field_types.get(field)
         if kind is None:
-            raise RejectedError(f"no field type configured for {field[:80]!r}", system=SYSTEM)
+            raise RejectedError(f"no field type configured for {field[:80]!r}", system=od.SYSTEM)
         if kind == "text":
             return field, value
         if kind == "choice":
-            if not CHOICE_RE.fullmatch(value.strip()):
-                raise RejectedError(f"{field}: a choice value must be an integer", system=SYSTEM)
+            if not od.CHOICE_RE.fullmatch(value.strip()):
+                raise RejectedError(f"{field}: a choice value must be an integer", system=od.SYSTEM)
             return field, int(value)
         entity_set = kind.removeprefix("lookup:")
         nav = field.removeprefix("_").removesuffix("_value")
-        return f"{nav}@odata.bind", f"/{entity_set}({_check_guid(value.strip())})"
+        return f"{nav}@odata.bind", f"/{entity_set}({od.check_guid(value.strip())})"
 
     def _bypass_headers(self) -> dict[str, str]:
         bypass = self._settings.bypass_business_logic
         return {"MSCRM.BypassBusinessLogicExecution": bypass} if bypass else {}
 
     def _record_path(self, table: str, record_id: str) -> str:
-        return f"{API}/{_entity_set(table)}({_check_guid(record_id)})"
+        return f"{od.API}/{od.entity_set(table)}({od.check_guid(record_id)})"
 
     def _record_url(self, table: str, record_id: str) -> str:
         return f"{self._base}{self._record_path(table, record_id)}"
@@ -405,11 +380,11 @@ class DataverseConnector:
         link = body.get("@odata.nextLink")
         if link is None:
             return None
-        if not isinstance(link, str) or not _same_origin(link, self._base):
+        if not isinstance(link, str) or not od.same_origin(link, self._base):
             # Never send our token off the organisation.
-            raise RejectedError("@odata.nextLink points outside the organisation", system=SYSTEM)
+            raise RejectedError("@odata.nextLink points outside the organisation", system=od.SYSTEM)
         if link in links:
-            raise UnavailableError("the same @odata.nextLink came back twice", system=SYSTEM)
+            raise UnavailableError("the same @odata.nextLink came back twice", system=od.SYSTEM)
         links.add(link)
         return link
 
@@ -423,70 +398,6 @@ def build_dataverse_connector(
     return DataverseConnector(
         settings.dataverse, settings.http, field_types=field_types, redactor=redactor
     )
-
-
-def _check_field_types(field_types: Mapping[str, str]) -> dict[str, str]:
-    for field, kind in field_types.items():
-        lookup = kind.startswith("lookup:") and SET_RE.fullmatch(kind.removeprefix("lookup:"))
-        if not FIELD_RE.fullmatch(field) or not (kind in ("text", "choice") or lookup):
-            raise ConfigError(f"invalid Dataverse field type for {field[:80]!r}: {kind[:40]!r}")
-        if lookup and not (field.startswith("_") and field.endswith("_value")):
-            raise ConfigError(f"lookup column {field!r} must be named _<name>_value")
-    return dict(field_types)
-
-
-def _entity_set(table: str) -> str:
-    entity_set = ENTITY_SETS.get(table)
-    if entity_set is None:
-        raise RejectedError(f"unsupported Dataverse table {table[:80]!r}", system=SYSTEM)
-    return entity_set
-
-
-def _check_guid(record_id: str) -> str:
-    if not GUID_RE.fullmatch(record_id):
-        raise RejectedError(f"invalid record id {record_id[:40]!r}", system=SYSTEM)
-    return record_id.lower()
-
-
-def _check_field(field: str) -> str:
-    if not FIELD_RE.fullmatch(field):
-        raise RejectedError(f"invalid column name {field[:80]!r}", system=SYSTEM)
-    return field
-
-
-def _select(fields: Sequence[str]) -> str:
-    return ",".join(dict.fromkeys(_check_field(f) for f in fields))
-
-
-def _query(options: Mapping[str, str]) -> str:
-    return "&".join(f"{name}={quote(value, safe=QUERY_SAFE)}" for name, value in options.items())
-
-
-def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The record's values without OData annotations (``@odata.etag``, formatted values)."""
-    return {k: v for k, v in body.items() if "@" not in k}
-
-
-def _json(response: requests.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise UnavailableError(
-            f"expected a JSON object from the Web API, got {response.headers.get('Content-Type', 'unknown')[:60]}",
-            system=SYSTEM,
-            status_code=response.status_code,
-            request_id=request_id_of(response),
-        )
-    return body
-
-
-def _rows(body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    rows = body.get("value")
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise UnavailableError("Web API collection without a value array", system=SYSTEM)
-    return rows
 
 
 def _is_multipart(response: requests.Response) -> bool:
@@ -505,8 +416,3 @@ def _as_response(part: BatchResult, outer: requests.Response) -> requests.Respon
             response.headers[name] = outer.headers[name]
     response.url = outer.url
     return response
-
-
-def _same_origin(url: str, base: str) -> bool:
-    a, b = urlsplit(url), urlsplit(base)
-    return (a.scheme, a.netloc.lower()) == (b.scheme, b.netloc.lower())
