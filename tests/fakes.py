@@ -35,6 +35,7 @@ class FakeConnector:
         self.person_edits: list[tuple[str, dict[str, str]]] = []
         self.emails: dict[str, str] = {}  # record id -> the first e-mail's body
         self.own_user_id: str | None = None  # what own_user() answers (Dataverse: WhoAmI)
+        self.integer_fields: set[str] = set()  # answered as int after a write (option sets)
         self.refuse_stale = False  # Dataverse-like: a stale etag is refused with 412
         self.person_edits_per_update = 0  # 0: all pending edits land before the next update
         self.user = "svc_ticket_enricher"
@@ -91,7 +92,10 @@ class FakeConnector:
         self.updates.append((record_id, values))
         if self.commit_then_fail:
             raise self.commit_then_fail.pop(0)
-        return SourceRecord("servicenow", table, record_id, dict(self.records[record_id]))
+        stored = {
+            k: int(v) if k in self.integer_fields else v for k, v in self.records[record_id].items()
+        }
+        return SourceRecord("servicenow", table, record_id, stored)
 
     def own_user(self) -> str | None:
         return self.own_user_id

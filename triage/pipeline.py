@@ -239,7 +239,7 @@ class _Attempt:
 
 def _check(changes: Mapping[str, str], stored: SourceRecord) -> str:
     # ServiceNow silently ignores unknown fields in a PATCH: compare what came back.
-    missing = [f for f, v in changes.items() if f in stored.fields and stored.fields[f] != v]
+    missing = [f for f, v in changes.items() if f in stored.fields and str(stored.fields[f]) != v]
     absent = [f for f in changes if f not in stored.fields]
     if missing or absent:
         log.warning("platform did not store %s as written", sorted(missing + absent))

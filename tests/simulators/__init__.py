@@ -275,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = b"" if resp.body is None else json.dumps(resp.body).encode()
             ctype = "application/json;charset=UTF-8"
         # The client may have given up (read timeout) while the answer was held: never raise.
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError, ssl.SSLError):  # the client gave up
             self.send_response(resp.status)  # buffered until end_headers()
             for name, value in resp.headers.items():
                 self.send_header(name, value)

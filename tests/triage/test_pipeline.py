@@ -246,3 +246,10 @@ def test_an_empty_description_is_read_from_the_first_email():
     pipe = Pipeline(conn, M, [enricher], claims=MemoryClaimStore())
     pipe.enrich_record("incident", SYS_ID)
     assert "kassen i butik 7" in enricher.calls[0].description
+
+
+def test_a_choice_stored_as_an_integer_counts_as_stored():
+    conn = FakeConnector({SYS_ID: new_incident()})
+    conn.integer_fields = {"impact"}  # Dataverse answers option-set values as integers
+    pipe = _worker(conn, MemoryClaimStore(), suggestion("impact", "high", 0.99))
+    assert pipe.enrich_record("incident", SYS_ID).detail == "stored"
