@@ -102,9 +102,15 @@ def _drop_orphan_subcategory(
 
 
 def to_changes(decisions: list[Decision], mapping: FieldMapping) -> dict[str, str]:
-    """The platform field → raw value changes for the decisions marked ``write``."""
+    """The platform field → raw value changes for the decisions marked ``write``.
+
+    When category and subcategory share one column (Dataverse's Subject tree: one
+    ``subjectid`` holds the most specific node), the subcategory is written: it names its
+    category too.
+    """
     changes: dict[str, str] = {}
-    for decision in decisions:
+    specific_last = sorted(decisions, key=lambda d: d.field == "subcategory")
+    for decision in specific_last:
         if decision.action != "write":
             continue
         raw = mapping.to_raw(decision.field, decision.value)

@@ -67,3 +67,26 @@ def test_column_types_tell_the_connector_how_to_write_each_column():
         "_subjectid_value": "lookup:subjects",
         "new_summary": "text",
     }
+
+
+def test_category_and_subcategory_in_the_subject_tree_write_the_most_specific_subject():
+    from tests.fakes import FixedEnricher, suggestion
+
+    network, vpn = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", "1b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e"
+    mapping = M.model_copy(
+        update={
+            "fields": {
+                **M.fields,
+                "category": "_subjectid_value",
+                "subcategory": "_subjectid_value",
+            },
+            "values": {**M.values, "category": {"network": network}, "subcategory": {"vpn": vpn}},
+            "subcategory_parent": {"vpn": "network"},
+        }
+    )
+    conn = FakeConnector({CASE: case(_subjectid_value="")})
+    enricher = FixedEnricher([suggestion("subcategory", "vpn"), suggestion("category", "network")])
+    pipe = Pipeline(conn, mapping, [enricher], claims=MemoryClaimStore())
+    result = pipe.enrich_record("incident", CASE)
+    assert conn.updates == [(CASE, {"_subjectid_value": vpn})]
+    assert result.detail == "stored"
