@@ -127,6 +127,10 @@ def _cmd_enrich(args: argparse.Namespace) -> int:
             f"(the mapping's is {mapping.system})"
         )
     model = load_model(args.model) if args.model else None
+    if model is not None:
+        from triage.model_fit import check_model_fits
+
+        check_model_fits(model, mapping)  # refuse labels the mapping cannot write, by name
     enrichers = default_enrichers(mapping, model=model)
     out: TextIO = sys.stdout
     rows = []

@@ -14,6 +14,7 @@ from triage.service import Service
 
 if TYPE_CHECKING:
     from connectors.state import ClaimStore
+    from domain.mapping import FieldMapping
     from domain.redact import Redactor
     from enrichers.learned import TextModel
     from enrichers.summary import Summarizer
@@ -74,7 +75,7 @@ def _pipelines(settings: Settings, claims: ClaimStore, redactor: Redactor) -> li
         from connectors.servicenow import build_servicenow_connector
 
         mapping = load_mapping(settings.mapping_path)
-        model = _model(settings.model_path)
+        model = _model(settings.model_path, mapping, "ENRICH_MODEL_PATH")
         pipelines.append(
             Pipeline(
                 connector=build_servicenow_connector(settings, redactor=redactor),
@@ -100,7 +101,11 @@ def _pipelines(settings: Settings, claims: ClaimStore, redactor: Redactor) -> li
                 connector=connector,
                 mapping=mapping,
                 enrichers=default_enrichers(
-                    mapping, model=_model(settings.dataverse_model_path), summarizer=summarizer
+                    mapping,
+                    model=_model(
+                        settings.dataverse_model_path, mapping, "ENRICH_DATAVERSE_MODEL_PATH"
+                    ),
+                    summarizer=summarizer,
                 ),
                 claims=claims,
                 dry_run=settings.dry_run,
@@ -109,12 +114,19 @@ def _pipelines(settings: Settings, claims: ClaimStore, redactor: Redactor) -> li
     return pipelines
 
 
-def _model(path: str | None) -> TextModel | None:
+def _model(path: str | None, mapping: FieldMapping, setting: str) -> TextModel | None:
+    """The configured model, refused (``ConfigError`` naming the setting) unless it fits."""
     if not path:
         return None
+    from triage.model_fit import check_model_fits
     from triage.model_store import load_model  # numpy: only when a model is configured
 
-    return load_model(path)
+    model = load_model(path)
+    try:
+        check_model_fits(model, mapping)
+    except ConfigError as exc:  # the path may be a URL with a SAS: name the setting instead
+        raise ConfigError(f"{setting}: {exc}") from exc
+    return model
 
 
 def build_summarizer(settings: Settings) -> Summarizer | None:
