@@ -31,7 +31,7 @@ from azure.data.tables import TableClient, UpdateMode
 from connectors.queue import map_storage_error, resolve_connection_string
 from connectors.state import Claim, row_key
 
-__all__ = ["CLAIMS_TABLE", "REPLAY_TABLE", "TableClaimStore", "TableReplayGuard"]
+__all__ = ["CLAIMS_TABLE", "REPLAY_TABLE", "LazyTable", "TableClaimStore", "TableReplayGuard"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ CLAIMS_TABLE = "enrichclaims"
 _TAKEOVER_ATTEMPTS = 3
 
 
-class _Table:
+class LazyTable:
     """A TableClient created on first use, with Storage errors mapped to ConnectorError."""
 
     def __init__(self, client: TableClient) -> None:
@@ -51,7 +51,8 @@ class _Table:
     @classmethod
     def from_settings(
         cls, env: Mapping[str, str], connection_setting: str, table_name: str
-    ) -> _Table:
+    ) -> LazyTable:
+        """A client for ``table_name`` on the Storage account an app setting names."""
         conn = resolve_connection_string(env, connection_setting)
         return cls(
             TableClient.from_connection_string(
@@ -60,6 +61,7 @@ class _Table:
         )
 
     def ensure(self) -> None:
+        """Create the table once per process (another instance may have created it)."""
         if self._created:
             return
         with self._lock:
@@ -78,7 +80,7 @@ class TableReplayGuard:
     """Replay guard on Table Storage: one row per accepted request, partitioned by hour."""
 
     def __init__(self, client: TableClient, now: Callable[[], float] = time.time) -> None:
-        self._table = _Table(client)
+        self._table = LazyTable(client)
         self._now = now
 
     @classmethod
@@ -86,7 +88,7 @@ class TableReplayGuard:
         cls, env: Mapping[str, str], connection_setting: str, table_name: str = REPLAY_TABLE
     ) -> TableReplayGuard:
         """Build from the app setting holding the Storage connection string."""
-        return cls(_Table.from_settings(env, connection_setting, table_name).client)
+        return cls(LazyTable.from_settings(env, connection_setting, table_name).client)
 
     def first_use(self, key: str, *, expires_at: float) -> bool:
         """Insert the key's row; False when it already exists (a replay)."""
@@ -116,7 +118,7 @@ class TableClaimStore:
     """Claims on Table Storage (see the module docstring for the protocol)."""
 
     def __init__(self, client: TableClient, now: Callable[[], float] = time.time) -> None:
-        self._table = _Table(client)
+        self._table = LazyTable(client)
         self._now = now
 
     @classmethod
@@ -124,7 +126,7 @@ class TableClaimStore:
         cls, env: Mapping[str, str], connection_setting: str, table_name: str = CLAIMS_TABLE
     ) -> TableClaimStore:
         """Build from the app setting holding the Storage connection string."""
-        return cls(_Table.from_settings(env, connection_setting, table_name).client)
+        return cls(LazyTable.from_settings(env, connection_setting, table_name).client)
 
     def claim(self, key: str, *, lease_s: float) -> Claim:
         """Insert a leased row, or report busy/done, or take over an expired lease by etag."""

@@ -16,12 +16,13 @@ Validation errors name the key that is wrong (``values.impact.high: ...``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -51,6 +52,7 @@ DEFAULT_PRIORITY_MATRIX: dict[str, dict[str, str]] = {
 }
 
 _READ_ONLY_FIELDS = ("title", "description")
+_CACHED = ("_reverse_values", "fingerprint")  # cached_property names (see model_copy)
 _PLATFORM_DEFAULTS = {
     "servicenow": {"updated_by": "sys_updated_by", "number": "number"},
     "dataverse": {"updated_by": "_modifiedby_value", "number": "ticketnumber"},
@@ -85,6 +87,10 @@ class FieldMapping(BaseModel):
     updated_by_field: str | None = None
     #: Read besides the mapped fields: the record number as people know it.
     number_field: str | None = None
+    #: Per field: ``fill`` (write when unset and confident; the default), ``suggest`` (say it in
+    #: the note, write no value), ``off`` (not enriched at all). How an admin goes live field
+    #: by field once the shadow-mode evidence is good.
+    modes: dict[str, Literal["fill", "suggest", "off"]] = Field(default_factory=dict)
     #: Dataverse lookup columns (read as ``_x_value``) → the entity set they point to; written
     #: as ``x@odata.bind: /<set>(<guid>)``. The Subject tree is known already.
     lookups: dict[str, str] = Field(default_factory=lambda: {"_subjectid_value": "subjects"})
@@ -106,6 +112,23 @@ class FieldMapping(BaseModel):
     @cached_property
     def _reverse_values(self) -> dict[str, dict[str, str]]:
         return {f: {raw: canon for canon, raw in m.items()} for f, m in self.values.items()}
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied; cached lookups are recomputed, never carried over."""
+        copy = super().model_copy(update=update, deep=deep)
+        for name in _CACHED:
+            copy.__dict__.pop(name, None)
+        return copy
+
+    def mode(self, field: str) -> str:
+        """``fill``, ``suggest`` or ``off`` for ``field`` (``fill`` unless the admin said)."""
+        return self.modes.get(field, "fill")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A short hash of the mapping's content: the mapping version a note records."""
+        text = self.model_dump_json(exclude={"integration_user"})
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def threshold(self, field: str) -> float:
         """The minimum confidence a suggestion for ``field`` needs to be written."""

@@ -81,7 +81,7 @@ class Decision(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     field: str
-    action: Literal["write", "skip"]
+    action: Literal["write", "suggest", "skip"]
     value: str
     confidence: float
     reason: str
@@ -96,7 +96,9 @@ class EnrichmentResult(BaseModel):
     system: str
     record_id: str
     number: str | None = None
-    status: Literal["written", "conflict", "nothing_to_write", "skipped", "dry_run"]
+    status: Literal[
+        "written", "suggested", "conflict", "nothing_to_write", "skipped", "dry_run", "shadow"
+    ]
     detail: str = ""
     suggestions: tuple[Suggestion, ...] = ()
     decisions: tuple[Decision, ...] = ()

@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from connectors.base import Connector, SourceRecord
+from connectors.shadow import ShadowRecord, ShadowStore
 from connectors.state import ClaimStore, MemoryClaimStore
 from domain.errors import (
     ClaimedError,
     ConflictError,
 )
 from domain.mapping import FieldMapping, to_ticket
-from domain.models import EnrichmentResult, Ticket
-from domain.sanitize import NOTE_MAX_CHARS, sanitize_note, sanitize_write
+from domain.models import Decision, EnrichmentResult, Suggestion, Ticket
+from domain.sanitize import NOTE_MAX_CHARS, sanitize_note, sanitize_value, sanitize_write
 from enrichers.base import Enricher
 from enrichers.engine import run_enrichers
 from triage.policy import decide, render_note, to_changes, write_limits
@@ -82,6 +84,11 @@ class Pipeline:
     dry_run: bool = False
     lease_s: float = DEFAULT_LEASE_S
     settle_s: float = DEFAULT_SETTLE_S
+    #: Shadow mode: record every suggestion here and write nothing to tickets.
+    shadow: ShadowStore | None = None
+    #: The model's version, recorded with shadow suggestions ("" without a model).
+    model_version: str = ""
+    now: Callable[[], float] = time.time
 
     @property
     def _repair(self) -> RaceRepair:
@@ -184,12 +191,17 @@ class Pipeline:
         decisions = decide(ticket, chosen, self.mapping, raw=record.fields)
         changes = to_changes(decisions, self.mapping)
         base = {"suggestions": tuple(chosen.values()), "decisions": tuple(decisions)}
-        if not changes:
+        suggested = any(d.action == "suggest" for d in decisions)
+        if self.shadow is not None:
+            shadow = self._record_shadow(record, ticket, digest, decisions, chosen.values())
+            return self._result(ticket, "shadow", detail=shadow, changes=changes, **base)
+        if not changes and not suggested:
             detail = "no suggestion cleared the policy"
             return self._result(ticket, "nothing_to_write", detail=detail, **base)
         note_field = self.mapping.note_field
-        marker = note_marker(digest)
-        # The marker must survive the note's length cut: cut the rest, then append it.
+        # The last line names the mapping version and the input; the marker must survive the
+        # note's length cut: cut the rest, then append it.
+        marker = f"mapping {self.mapping.fingerprint}, {note_marker(digest)}"
         text = sanitize_note(
             render_note(decisions, self.mapping), max_chars=NOTE_MAX_CHARS - len(marker) - 1
         )
@@ -199,11 +211,17 @@ class Pipeline:
             limits=write_limits(self.mapping),
         )
         values = {k: v for k, v in body.items() if k != note_field}
-        if not values:
+        if not values and not suggested:
             return self._result(ticket, "nothing_to_write", detail="nothing safe to write", **base)
         if self.dry_run:
             return self._result(
                 ticket, "dry_run", changes=values, note=body.get(note_field), **base
+            )
+        if not values:  # suggest mode only: the note carries the suggestions, no field changes
+            attempt.sent = True
+            self.connector.update(record.table, record.record_id, body, etag=record.etag)
+            return self._result(
+                ticket, "suggested", detail="note only", note=body.get(note_field), **base
             )
         attempt.sent = True
         stored = self.connector.update(record.table, record.record_id, body, etag=record.etag)
@@ -218,6 +236,41 @@ class Pipeline:
             note=body.get(note_field),
             **base,
         )
+
+    def _record_shadow(
+        self,
+        record: SourceRecord,
+        ticket: Ticket,
+        digest: str,
+        decisions: Sequence[Decision],
+        suggestions: Iterable[Suggestion],
+    ) -> str:
+        """Shadow mode: record what would have happened; nothing is written to the ticket."""
+        assert self.shadow is not None
+        sources = {s.field: s.source for s in suggestions}
+        rows = [
+            ShadowRecord(
+                system=record.system,
+                table=record.table,
+                record_id=record.record_id,
+                number=ticket.number or "",
+                field=d.field,
+                value=d.value,
+                confidence=d.confidence,
+                reason=sanitize_value(d.reason, max_chars=300),
+                source=sources.get(d.field, ""),
+                action=d.action,
+                why=sanitize_value(d.why, max_chars=300),
+                input_hash=digest,
+                mapping_version=self.mapping.fingerprint,
+                model_version=self.model_version,
+                at=self.now(),
+            )
+            for d in decisions
+        ]
+        if rows:
+            self.shadow.record(rows)
+        return f"shadow mode: {len(rows)} suggestion(s) recorded, nothing written"
 
     @staticmethod
     def _result(ticket: Ticket, status: str, **kwargs: object) -> EnrichmentResult:

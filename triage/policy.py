@@ -41,11 +41,14 @@ def decide(
     """
     decisions: list[Decision] = []
     for field, suggestion in chosen.items():
+        if mapping.mode(field) == "off":
+            continue  # the admin switched the field off: not enriched, not mentioned
         why = _refusal(ticket, suggestion, mapping) or _no_op(suggestion, mapping, raw)
+        action = "skip" if why else "suggest" if mapping.mode(field) == "suggest" else "write"
         decisions.append(
             Decision(
                 field=field,
-                action="skip" if why else "write",
+                action=action,
                 value=suggestion.value,
                 confidence=suggestion.confidence,
                 reason=suggestion.reason,
@@ -125,18 +128,29 @@ def render_note(decisions: list[Decision], mapping: FieldMapping) -> str:
     Safe by construction: every interpolated value, reason and "why" is sanitised to one line
     of at most ``NOTE_ITEM_MAX_CHARS`` characters without markup.
     """
-    lines = [f"{mapping.note_prefix} Filled automatically; please correct anything wrong."]
-    for d in decisions:
-        if d.action == "write":
-            lines.append(
-                f"- {_item(d.field)} = {_item(d.value)} (confidence {d.confidence:.0%}): "
-                f"{_item(d.reason)}"
-            )
+    written = [d for d in decisions if d.action == "write"]
+    suggested = [d for d in decisions if d.action == "suggest"]
+    head = (
+        "Filled automatically; please correct anything wrong."
+        if written
+        else "Suggestions only; nothing was filled."
+    )
+    lines = [f"{mapping.note_prefix} {head}"]
+    lines.extend(_line(d) for d in written)
+    if suggested:
+        lines.append("Suggested (not filled: the field is in suggest mode):")
+        lines.extend(_line(d) for d in suggested)
     skipped = [d for d in decisions if d.action == "skip" and d.field in mapping.fields]
     if skipped:
         lines.append("Not filled:")
         lines.extend(f"- {_item(d.field)}: {_item(d.value)} ({_item(d.why)})" for d in skipped)
     return "\n".join(lines)
+
+
+def _line(d: Decision) -> str:
+    return (
+        f"- {_item(d.field)} = {_item(d.value)} (confidence {d.confidence:.0%}): {_item(d.reason)}"
+    )
 
 
 def _item(text: str) -> str:

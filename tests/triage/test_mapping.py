@@ -84,3 +84,11 @@ def test_yaml_mapping_loads(tmp_path):
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(BASE))
     assert load_mapping(path).to_raw("category", "access") == "request"
+
+
+def test_a_copy_with_other_values_maps_with_the_new_values():
+    m = load_mapping()
+    assert m.to_canonical("impact", "1") == "high"  # caches the reverse table
+    copy = m.model_copy(update={"values": {**m.values, "impact": {"high": "9"}}})
+    assert copy.to_canonical("impact", "9") == "high"
+    assert copy.fingerprint != m.fingerprint
