@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import re
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,7 @@ def test_evaluate_json_prints_exactly_one_object(data_csv: Path, tmp_path: Path)
     out = io.StringIO()
     assert args.handler(args, out=out) == 0
     payload = json.loads(out.getvalue())  # exactly one JSON document, nothing else
-    assert set(payload) == {"fields"}
+    assert set(payload) == {"run", "fields"}
     assert set(payload["fields"]) == {"category", "subcategory"}
     category = payload["fields"]["category"]
     assert set(category) >= REQUIRED_KEYS
@@ -90,6 +92,165 @@ def test_evaluate_json_prints_exactly_one_object(data_csv: Path, tmp_path: Path)
     text = report.read_text(encoding="utf-8")
     _check_report(text)
     assert "precision 0.95</text>" in text  # the target line on the precision–coverage plot
+    assert '<section id="run">' in text
+
+
+CODES = {"account_access": "1", "network": "2", "hardware": "10", "software": "Software"}
+MAPPING_YAML = """\
+version: 1
+system: servicenow
+fields: {title: short_description, description: description, category: category}
+values:
+  category: {"1": request, "2": network, "10": hardware}
+"""
+
+
+@pytest.fixture(scope="module")
+def coded_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Categories as numeric codes (and one word), the way data sets and old desks have them."""
+    rows = make_tickets(400, seed=12, label_noise=0.0, vague=0.0)
+    path = tmp_path_factory.mktemp("coded") / "coded tickets.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["title", "body", "category"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {"title": row["title"], "body": row["body"], "category": CODES[row["category"]]}
+            )
+    return path
+
+
+def _evaluate(argv: list[str]) -> tuple[dict[str, Any], list[datetime]]:
+    times = [
+        datetime(2026, 11, 30, 12, 0, 5, tzinfo=UTC),
+        datetime(2026, 11, 30, 12, 1, 7, tzinfo=UTC),
+    ]
+    calls: list[datetime] = []
+
+    def clock() -> datetime:
+        calls.append(times[len(calls)])
+        return calls[-1]
+
+    args = _parser().parse_args(["evaluate", *argv])
+    out = io.StringIO()
+    assert args.handler(args, out=out, now=clock) == 0
+    return json.loads(out.getvalue()), calls
+
+
+def test_evaluate_json_records_its_run_and_names_classes_naturally(
+    coded_csv: Path, tmp_path: Path
+) -> None:
+    mapping = tmp_path / "desk.yaml"
+    mapping.write_text(MAPPING_YAML, encoding="utf-8")
+    payload, calls = _evaluate(
+        ["--data", str(coded_csv), "--label", "category=category", "--mapping", str(mapping),
+         "--seed", "3", "--folds", "3", "--jobs", "1", "--target-precision", "0.9", "--json"]
+    )  # fmt: skip
+    run = payload["run"]
+    assert len(calls) == 2  # started and finished, from the injected clock
+    assert run["started_at"] == "2026-11-30T12:00:05Z"
+    assert run["finished_at"] == "2026-11-30T12:01:07Z"
+    assert run["data"] == {
+        "file": "coded tickets.csv",
+        "sha256": hashlib.sha256(coded_csv.read_bytes()).hexdigest(),
+        "rows": 400,
+    }
+    assert run["text_columns"] == ["title", "body"]
+    assert run["label_columns"] == {"category": "category"}
+    params = run["parameters"]
+    assert (params["seed"], params["folds"], params["jobs"]) == (3, 3, 1)
+    assert params["target_precision"] == 0.9 and params["test_size"] == 0.2
+    assert run["mapping"] == {
+        "file": "desk.yaml",
+        "sha256": hashlib.sha256(mapping.read_bytes()).hexdigest(),
+        "system": "servicenow",
+        "table": "incident",
+    }
+    model = run["models"]["category"]
+    assert model["kind"] == "trained" and re.fullmatch(r"[0-9a-f]{64}", model["sha256"])
+    assert model["fields"] == ["category"]
+    classes = payload["fields"]["category"]["classes"]
+    assert [c["label"] for c in classes] == ["1", "2", "10", "Software"]  # not "1", "10", "2"
+    assert [c["raw"] for c in classes] == ["request", "network", "hardware", None]
+    assert sum(c["support"] for c in classes) == payload["fields"]["category"]["n_test"]
+
+
+def test_evaluate_html_shows_the_run_and_the_mappings_names(
+    coded_csv: Path, tmp_path: Path
+) -> None:
+    mapping = tmp_path / "desk.yaml"
+    mapping.write_text(MAPPING_YAML, encoding="utf-8")
+    report = tmp_path / "r.html"
+    _evaluate(
+        ["--data", str(coded_csv), "--label", "category=category", "--mapping", str(mapping),
+         "--seed", "4", "--html", str(report), "--json"]
+    )  # fmt: skip
+    text = report.read_text(encoding="utf-8")
+    cells = _cells(text)
+    run = dict(zip(cells["run"][0::2], cells["run"][1::2], strict=True))
+    assert run["date (UTC)"] == "2026-11-30T12:00:05Z – 2026-11-30T12:01:07Z"
+    assert run["data file"] == "coded tickets.csv (400 rows)"
+    assert run["data SHA-256"] == hashlib.sha256(coded_csv.read_bytes()).hexdigest()
+    assert "seed = 4" in run["parameters"]
+    assert run["mapping"].startswith("desk.yaml (servicenow incident), SHA-256 ")
+    assert run["model of category"].startswith("trained on the training split")
+    per_class = cells["per-class"]
+    assert per_class[:3] == ["label", "name", "raw value"]
+    labels = [per_class[i] for i in range(7, len(per_class), 7)]  # 7 columns a row
+    assert labels == ["1", "2", "10", "Software"]
+    raws = [per_class[i] for i in range(9, len(per_class), 7)]
+    assert raws == ["request", "network", "hardware", "not in the mapping"]
+
+
+def _cells(text: str) -> dict[str, list[str]]:
+    """Text of every th/td, per table class (section id for the run table)."""
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = ""
+            self.cell: list[str] | None = None
+            self.out: dict[str, list[str]] = {}
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag == "table":
+                self.table = dict(attrs).get("class") or ""
+            elif tag in {"th", "td"}:
+                self.cell = []
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag in {"th", "td"} and self.cell is not None:
+                self.out.setdefault(self.table, []).append("".join(self.cell).strip())
+                self.cell = None
+
+        def handle_data(self, data: str) -> None:
+            if self.cell is not None:
+                self.cell.append(data)
+
+    parser = Cells()
+    parser.feed(text)
+    return parser.out
+
+
+def test_evaluate_a_stored_model_records_its_hash(coded_csv: Path, tmp_path: Path) -> None:
+    train = _parser().parse_args(
+        ["train", "--data", str(coded_csv), "--label", "category", "--out", str(tmp_path / "m"),
+         "--jobs", "1"]
+    )  # fmt: skip
+    assert train.handler(train, out=io.StringIO()) == 0
+    stored = TextModel.load(tmp_path / "m")
+    payload, _ = _evaluate(
+        ["--data", str(coded_csv), "--label", "category", "--model", str(tmp_path / "m"), "--json"]
+    )
+    model = payload["run"]["models"]["category"]
+    assert model["kind"] == "stored" and model["location"] == "m"
+    assert model["created_at"] == stored.metadata["created_at"]
+    assert model["arrays_sha256"] == stored.metadata["arrays"]["sha256"]
+    assert set(payload["run"]["parameters"]) == {"target_precision", "parents"}
+    category = payload["fields"]["category"]
+    assert category["n_test"] == 400  # every row scored, nothing trained
+    assert category["n_train"] == stored.metadata["fields"]["category"]["n_train"]
+    assert category["accuracy"] > 0.9  # it saw these rows: scored, not a fair test
 
 
 def _check_report(text: str) -> None:

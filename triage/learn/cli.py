@@ -15,6 +15,7 @@ import csv
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -140,6 +141,14 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--html", help="write an HTML report for admins")
+    parser.add_argument(
+        "--mapping", help="admin mapping: show classes by its raw values (and human labels)"
+    )
+    parser.add_argument(
+        "--model",
+        help="score this stored model (directory or https URL) on every row instead of "
+        "training on a split; the rows should be tickets it was not trained on",
+    )
     parser.set_defaults(handler=run_evaluate)
     return parser
 
@@ -170,8 +179,7 @@ def _csv_data(args: argparse.Namespace) -> LabelledData:
         raise ConfigError("--data FILE.csv is required")
     if not args.label:
         raise ConfigError("name at least one --label FIELD=COLUMN")
-    text_cols = [c.strip() for c in args.text.split(",") if c.strip()]
-    return read_labelled_csv(args.data, text_cols, _label_specs(args.label))
+    return read_labelled_csv(args.data, _text_columns(args), _label_specs(args.label))
 
 
 def _servicenow_factory() -> tuple[RecordSource, Settings]:
@@ -275,19 +283,56 @@ def run_train(
     return 0
 
 
-def run_evaluate(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
-    """Handler of ``evaluate``: per field, train on a split and score the held-out rows."""
-    from triage.learn.report import evaluate_fields, write_html
+def run_evaluate(
+    args: argparse.Namespace,
+    *,
+    out: TextIO | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> int:
+    """Handler of ``evaluate``: per field, train on a split and score the held-out rows.
 
+    With ``--model`` the stored model is scored on every labelled row instead. ``--json``
+    prints ``{"run": ..., "fields": ...}``: the run record (``run_record.run_block``) and per
+    field the summary figures plus ``classes`` in natural order with the mapping's names.
+    """
+    from domain.mapping import load_mapping
+    from triage.learn.report import evaluate_fields, score_model, write_html
+    from triage.learn.run_record import class_rows, label_names, run_block, utc_now
+
+    clock = now or utc_now
+    started = clock()
+    mapping = load_mapping(args.mapping) if args.mapping else None
     data = _csv_data(args)
-    results = evaluate_fields(
-        data.texts,
-        data.labels,
-        config=_train_config(args),
-        parents=_parents(args, list(data.labels)),
-        test_size=args.test_size,
-        seed=args.seed,
+    parents = _parents(args, list(data.labels))
+    config = _train_config(args)
+    if args.model:
+        from triage.model_store import load_model
+
+        results = score_model(
+            load_model(args.model), data.texts, data.labels, location=args.model, parents=parents
+        )
+    else:
+        results = evaluate_fields(
+            data.texts,
+            data.labels,
+            config=config,
+            parents=parents,
+            test_size=args.test_size,
+            seed=args.seed,
+        )
+    run = run_block(
+        data_path=args.data,
+        rows=len(data.texts),
+        text_columns=_text_columns(args),
+        label_columns=_label_specs(args.label),
+        parameters=_run_parameters(args, parents),
+        results=results,
+        mapping=mapping,
+        mapping_path=args.mapping,
+        started_at=started,
+        now=clock,
     )
+    names = label_names(mapping) if mapping else {}
     stream = out or sys.stdout
     if args.html:
         write_html(
@@ -295,10 +340,15 @@ def run_evaluate(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             Path(args.html),
             title=f"Model evaluation: {data.source}",
             target=args.target_precision,
+            run=run,
+            names=names,
         )
     if args.json:
-        payload = {"fields": {name: ev.summary() for name, ev in results.items()}}
-        stream.write(json.dumps(payload) + "\n")
+        fields = {
+            name: {**ev.summary(), "classes": class_rows(ev, names.get(name))}
+            for name, ev in results.items()
+        }
+        stream.write(json.dumps({"run": run, "fields": fields}, ensure_ascii=False) + "\n")
         return 0
     for name, ev in results.items():
         s = ev.summary()
@@ -307,3 +357,24 @@ def run_evaluate(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
             f"{s['coverage_at_precision_95']}, threshold {s['threshold_at_precision_95']}\n"
         )
     return 0
+
+
+def _text_columns(args: argparse.Namespace) -> list[str]:
+    return [c.strip() for c in args.text.split(",") if c.strip()]
+
+
+def _run_parameters(args: argparse.Namespace, parents: dict[str, str]) -> dict[str, Any]:
+    """What an evaluate run was asked to do (recorded in its report)."""
+    params: dict[str, Any] = {
+        "target_precision": args.target_precision,
+        "test_size": args.test_size,
+        "seed": args.seed,
+        "folds": args.folds,
+        "min_class": args.min_class,
+        "c": args.c,
+        "jobs": args.jobs,
+        "parents": dict(parents),
+    }
+    if args.model:  # nothing is trained: only what scoring uses
+        params = {"target_precision": args.target_precision, "parents": dict(parents)}
+    return params

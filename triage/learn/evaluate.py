@@ -7,8 +7,9 @@ the most confident first, while the filled ones are at least P correct.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +23,33 @@ __all__ = [
     "coverage_at_precision",
     "drop_rare",
     "macro_f1",
+    "natural_key",
+    "natural_sorted",
     "pick_threshold",
     "precision_coverage_curve",
     "score_field",
     "wilson_interval",
     "wilson_lower_bound",
 ]
+
+
+_DIGITS = re.compile(r"([0-9]+)")
+
+
+def natural_key(label: str) -> tuple[tuple[str | int, ...], str]:
+    """Sort key for labels as people read them: ``"2" < "10"``, ``"P2" < "p10"``, case-insensitive.
+
+    Text and digit runs alternate (text first, possibly empty), so keys compare position by
+    position without mixing types; the label itself breaks ties between case variants.
+    """
+    parts = _DIGITS.split(label)
+    key: list[str | int] = [int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)]
+    return tuple(key), label
+
+
+def natural_sorted(labels: Iterable[str]) -> list[str]:
+    """``labels`` in natural order (see ``natural_key``)."""
+    return sorted(labels, key=natural_key)
 
 
 def precision_coverage_curve(
@@ -109,8 +131,8 @@ def macro_f1(y_true: Sequence[str], y_pred: Sequence[str]) -> float:
 
 
 def class_report(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Per label: precision, recall, F1 and support."""
-    labels = sorted(set(y_true) | set(y_pred))
+    """Per label, in natural order: precision, recall, F1 and support."""
+    labels = natural_sorted(set(y_true) | set(y_pred))
     pairs = Counter(zip(y_true, y_pred, strict=True))
     true_n, pred_n = Counter(y_true), Counter(y_pred)
     out: dict[str, dict[str, float]] = {}
@@ -129,8 +151,8 @@ def class_report(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, dict
 
 
 def confusion(y_true: Sequence[str], y_pred: Sequence[str]) -> tuple[list[str], list[list[int]]]:
-    """(labels, matrix) with rows = true label, columns = predicted label."""
-    labels = sorted(set(y_true) | set(y_pred))
+    """(labels in natural order, matrix) with rows = true label, columns = predicted label."""
+    labels = natural_sorted(set(y_true) | set(y_pred))
     pos = {label: i for i, label in enumerate(labels)}
     matrix = [[0] * len(labels) for _ in labels]
     for t, p in zip(y_true, y_pred, strict=True):
@@ -160,6 +182,8 @@ class FieldEvaluation:
     y_pred: list[str]
     confidence: list[float]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Which model produced the predictions (``run_record.model_version``); not in ``summary``.
+    model: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The evaluation figures of this field."""

@@ -2,7 +2,9 @@
 
 The report answers "may we switch auto-fill on for this field?": the headline coverage at the
 stored threshold and the precision it achieved on tickets the model never saw, per-class
-precision and recall, a confusion matrix, and the precision–coverage curve (inline SVG).
+precision and recall, a confusion matrix, and the precision–coverage curve (inline SVG). It
+opens with the run it records (date, data file and hash, columns, parameters, model hash) and
+names classes as the mapping does, in natural order.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,8 +24,12 @@ from triage.learn.evaluate import (
     precision_coverage_curve,
     score_field,
 )
+from triage.learn.run_record import LabelName, model_version, run_section
 
-__all__ = ["evaluate_fields", "render_html", "write_html"]
+if TYPE_CHECKING:
+    from enrichers.learned import TextModel
+
+__all__ = ["evaluate_fields", "render_html", "score_model", "write_html"]
 
 
 def evaluate_fields(
@@ -68,14 +74,64 @@ def evaluate_fields(
             dropped_rows=dropped_rows,
             threshold=model.metadata["fields"][name]["threshold"],
         )
+        results[name].model = model_version(model)
     return results
 
 
+def score_model(
+    model: TextModel,
+    texts: Sequence[str],
+    labels: Mapping[str, Sequence[str | None]],
+    *,
+    location: str,
+    parents: Mapping[str, str] | None = None,
+) -> dict[str, FieldEvaluation]:
+    """Score a stored model on every labelled row of the fields it predicts (no training).
+
+    A child field (subcategory) is scored given the true parent value when the data has it.
+    The rows should be tickets the model was not trained on.
+    """
+    from domain.errors import ConfigError
+
+    fields = [name for name in labels if name in model.fields]
+    if not fields:
+        raise ConfigError(
+            f"the model predicts {', '.join(model.fields)}: none of the --label fields"
+        )
+    parents = dict(parents or {})
+    given = [{p: labels[p][i] for p in parents.values() if p in labels} for i in range(len(texts))]
+    predictions = model.predict(texts, given)
+    version = model_version(model, location=location)
+    results: dict[str, FieldEvaluation] = {}
+    for name in fields:
+        rows = [i for i, label in enumerate(labels[name]) if label]
+        threshold = model.threshold(name)
+        results[name] = score_field(
+            [str(labels[name][i]) for i in rows],
+            [predictions[name][i] for i in rows],
+            n_train=int(model.metadata["fields"][name].get("n_train", 0)),
+            dropped_rows=0,
+            threshold=None if threshold == float("inf") else threshold,
+        )
+        results[name].model = version
+    return results
+
+
+Names = Mapping[str, Mapping[str, LabelName]]
+
+
 def write_html(
-    results: Mapping[str, FieldEvaluation], path: Path, *, title: str, target: float = 0.95
+    results: Mapping[str, FieldEvaluation],
+    path: Path,
+    *,
+    title: str,
+    target: float = 0.95,
+    run: Mapping[str, Any] | None = None,
+    names: Names | None = None,
 ) -> None:
     """Write the report to ``path``; ``target`` is the precision the thresholds aim for."""
-    path.write_text(render_html(results, title=title, target=target), encoding="utf-8")
+    text = render_html(results, title=title, target=target, run=run, names=names)
+    path.write_text(text, encoding="utf-8")
 
 
 _STYLE = """
@@ -87,8 +143,20 @@ section{border-top:2px solid #ddd;margin-top:2rem}
 """
 
 
-def render_html(results: Mapping[str, FieldEvaluation], *, title: str, target: float = 0.95) -> str:
-    """The whole report as one HTML document (no external resources)."""
+def render_html(
+    results: Mapping[str, FieldEvaluation],
+    *,
+    title: str,
+    target: float = 0.95,
+    run: Mapping[str, Any] | None = None,
+    names: Names | None = None,
+) -> str:
+    """The whole report as one HTML document (no external resources).
+
+    ``run`` (``run_record.run_block``) opens it; ``names`` (``run_record.label_names``) shows
+    classes with the mapping's raw values and human labels.
+    """
+    names = names or {}
     parts = [
         "<!DOCTYPE html>",
         f'<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
@@ -98,10 +166,11 @@ def render_html(results: Mapping[str, FieldEvaluation], *, title: str, target: f
         "The model fills a field only when its confidence clears the stored threshold; "
         "<b>coverage</b> is the share of tickets filled, <b>precision</b> the share of those "
         "filled correctly.</p>",
+        run_section(run) if run else "",
         _summary_table(results),
     ]
     for name, ev in results.items():
-        parts.append(_field_section(name, ev, target))
+        parts.append(_field_section(name, ev, target, names.get(name, {})))
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -138,14 +207,16 @@ def _summary_table(results: Mapping[str, FieldEvaluation]) -> str:
     )
 
 
-def _field_section(name: str, ev: FieldEvaluation, target: float) -> str:
+def _field_section(
+    name: str, ev: FieldEvaluation, target: float, names: Mapping[str, LabelName]
+) -> str:
     s = ev.summary()
     verdict = _verdict(s, target)
     return (
         f'<section id="field-{html.escape(name)}"><h2>{html.escape(name)}</h2>{verdict}'
         f"<h3>Precision–coverage curve</h3>{_curve_svg(ev, target)}"
-        f"<h3>Per-class precision and recall</h3>{_class_table(ev)}"
-        f"<h3>Confusion matrix</h3>{_confusion_table(ev)}</section>"
+        f"<h3>Per-class precision and recall</h3>{_class_table(ev, names)}"
+        f"<h3>Confusion matrix</h3>{_confusion_table(ev, names)}</section>"
     )
 
 
@@ -176,21 +247,37 @@ def _verdict(s: dict[str, Any], target: float) -> str:
     )
 
 
-def _class_table(ev: FieldEvaluation) -> str:
-    rows = [
-        f'<tr><td class="l">{html.escape(label)}</td><td>{r["precision"]:.3f}</td>'
-        f"<td>{r['recall']:.3f}</td><td>{r['f1']:.3f}</td><td>{int(r['support'])}</td></tr>"
-        for label, r in class_report(ev.y_true, ev.y_pred).items()
-    ]
+def _class_table(ev: FieldEvaluation, names: Mapping[str, LabelName]) -> str:
+    """Classes in natural order; with a mapping, its name and raw value for each."""
+    extra_head = '<th class="l">name</th><th class="l">raw value</th>' if names else ""
+    rows = []
+    for label, r in class_report(ev.y_true, ev.y_pred).items():
+        extra = ""
+        if names:
+            name = names.get(label)
+            human = name.human if name and name.human else "–"
+            raw = name.raw if name and name.raw is not None else "not in the mapping"
+            extra = f'<td class="l">{html.escape(human)}</td><td class="l">{html.escape(raw)}</td>'
+        rows.append(
+            f'<tr><td class="l">{html.escape(label)}</td>{extra}<td>{r["precision"]:.3f}</td>'
+            f"<td>{r['recall']:.3f}</td><td>{r['f1']:.3f}</td><td>{int(r['support'])}</td></tr>"
+        )
     return (
-        '<table class="per-class"><tr><th class="l">label</th><th>precision</th><th>recall</th>'
-        f"<th>F1</th><th>support</th></tr>{''.join(rows)}</table>"
+        f'<table class="per-class"><tr><th class="l">label</th>{extra_head}<th>precision</th>'
+        f"<th>recall</th><th>F1</th><th>support</th></tr>{''.join(rows)}</table>"
     )
 
 
-def _confusion_table(ev: FieldEvaluation) -> str:
+def _label_cell(tag: str, label: str, names: Mapping[str, LabelName], cls: str = "") -> str:
+    name = names.get(label)
+    text = name.display(label) if name else label
+    tip = f' title="{html.escape(label)} = raw {html.escape(name.raw or "")}"' if name else ""
+    return f"<{tag}{cls}{tip}>{html.escape(text)}</{tag}>"
+
+
+def _confusion_table(ev: FieldEvaluation, names: Mapping[str, LabelName]) -> str:
     labels, matrix = confusion(ev.y_true, ev.y_pred)
-    head = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
+    head = "".join(_label_cell("th", label, names) for label in labels)
     body = []
     for label, row in zip(labels, matrix, strict=True):
         cells = "".join(
@@ -198,7 +285,8 @@ def _confusion_table(ev: FieldEvaluation) -> str:
             f"{v}</td>"
             for v in row
         )
-        body.append(f'<tr><th class="l">{html.escape(label)}</th>{cells}</tr>')
+        head_cell = _label_cell("th", label, names, ' class="l"')
+        body.append(f"<tr>{head_cell}{cells}</tr>")
     return (
         '<table class="confusion"><tr><th class="l">true \\ predicted</th>'
         f"{head}</tr>{''.join(body)}</table>"
