@@ -422,3 +422,170 @@ def test_example_tickets_are_realistic_and_mostly_recognised() -> None:
         r for r in rows if enrich(r["short_description"], r["description"], enricher=enricher)
     ]
     assert len(recognised) >= 0.75 * len(rows)
+
+
+# -- compounds, body cues, gap phrases (issue 9) ---------------------------------------------
+
+
+def compound_mapping() -> FieldMapping:
+    """Plain keywords only, so every compound match comes from the compound rule."""
+    return make_mapping(
+        keywords={
+            "category": {
+                "network": ["internet", "router"],
+                "hardware": ["printer", "=screen", "monitor", "betalingsterminal"],
+                "software": ["excel"],
+            },
+            "urgency": {"high": ["urgent*", "haster"], "low": ["no rush"]},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("title", "value"),
+    [
+        ("Ingen internetforbindelse", "network"),  # first element, Danish
+        ("Internetanslutningen ligger nere", "network"),  # Swedish
+        ("Keine Internetverbindung", "network"),  # German
+        ("Netværksprinteren er offline", "hardware"),  # head with an ending
+        ("Der Laserprinter zieht kein Papier", "hardware"),  # head, German
+        ("WLAN-Router startet neu", "network"),  # hyphenated: a word of its own
+    ],
+)
+def test_plain_keywords_match_compound_words(title: str, value: str) -> None:
+    found = enrich(title, enricher=KeywordEnricher(compound_mapping(), min_confidence=0.0))
+    assert found["category"].value == value
+
+
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Monitorering af serverne",  # "monitor" + a derivation, not a compound
+        "Monitoring alerts",
+        "Betalingsterminalerne virker ikke",  # a plural ending, not a compound
+        "Screenshot af fejlen",  # "=screen" opts out of compounds
+        "Excellent service, thanks",  # "excel" is too short to match inside words
+        "Internettet",  # "tet" is too short to be a compound's other part
+    ],
+)
+def test_endings_short_keywords_and_opt_outs_do_not_match_inside_words(title: str) -> None:
+    found = enrich(title, enricher=KeywordEnricher(compound_mapping(), min_confidence=0.0))
+    assert "category" not in found
+
+
+def test_compounds_can_be_switched_off_and_never_apply_to_cues() -> None:
+    off = KeywordEnricher(compound_mapping(), compounds=False, min_confidence=0.0)
+    assert "category" not in enrich("Ingen internetforbindelse", enricher=off)
+    on = KeywordEnricher(compound_mapping(), min_confidence=0.0)
+    assert "urgency" not in enrich("Hastersag: ny mus", enricher=on)  # cue fields: whole words
+
+
+def test_a_compounds_head_beats_its_first_element() -> None:
+    mapping = make_mapping(keywords={"category": {"network": ["internet"], "hardware": ["router"]}})
+    found = enrich("Internetrouteren blinker", enricher=KeywordEnricher(mapping))
+    assert found["category"].value == "hardware"
+
+
+@pytest.mark.parametrize(
+    ("description", "value"),
+    [
+        ("Hej\n\nMin skærm flimrer hele tiden. Det haster!\n\nMvh Per", "high"),
+        ("Hi,\n\nOutlook keeps asking for my password. This is fairly urgent.\n\nTom", "high"),
+        ("Hi,\n\nThe new laptop can wait. No rush.\n\nThanks", "low"),
+    ],
+)
+def test_a_clear_body_cue_clears_the_floor_and_the_mappings_threshold(
+    description: str, value: str
+) -> None:
+    found = enrich("Problem", description, enricher=KeywordEnricher(compound_mapping()))
+    assert found["urgency"].value == value
+    assert found["urgency"].confidence >= load_mapping().threshold("urgency")
+    assert found["urgency"].reason.endswith("in body")
+
+
+def test_contradicting_body_cues_still_abstain_and_topic_words_in_the_body_stay_weak() -> None:
+    enricher = KeywordEnricher(compound_mapping())
+    assert "urgency" not in enrich("Printer", "Urgent-ish, but no rush really.", enricher=enricher)
+    assert "category" not in enrich("Problem", "The printer does nothing.", enricher=enricher)
+
+
+def test_gap_phrases_allow_a_few_words_within_one_clause() -> None:
+    mapping = make_mapping(keywords={"subcategory": {"password_reset": ["konto ... låst"]}})
+    enricher = KeywordEnricher(mapping, min_confidence=0.0)
+    assert enrich("Min konto er blevet låst", enricher=enricher)["subcategory"].reason == (
+        'keyword "konto ... låst" in title; under category account_access (0.85)'
+    )
+    assert "subcategory" not in enrich("Ny konto. Låst dør", enricher=enricher)
+    assert "subcategory" not in enrich("konto a b c d låst", enricher=enricher)  # 4 words apart
+
+
+@pytest.mark.parametrize("bad", ["... låst", "konto ...", "..."])
+def test_a_gap_needs_words_on_both_sides(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"keywords\.subcategory\.password_reset"):
+        KeywordEnricher(make_mapping(keywords={"subcategory": {"password_reset": [bad]}}))
+
+
+# The reproduced problems of issue 9, on the default mapping with its default floor.
+DEFAULT = KeywordEnricher(load_mapping())
+
+
+def test_internetforbindelse_matches_the_internet_rule() -> None:
+    found = enrich(
+        "Ingen internetforbindelse i butik 212", "Hej\n\nRouteren blinker.", enricher=DEFAULT
+    )
+    assert found["category"].value == "network"
+
+
+def test_a_store_outage_is_not_hardware_because_of_betalingsterminalerne() -> None:
+    body = (
+        "Fra: Morten\nEmne: Butik 14 nede\n\nHej\n\nBetalingsterminalerne er nede i hele "
+        "butikken, kunderne venter.\n\nMvh Morten"
+    )
+    found = enrich("Betalingsterminalerne er nede", body, enricher=DEFAULT)
+    assert "category" not in found
+    assert (found["impact"].value, found["urgency"].value) == ("high", "high")
+    one = enrich("Betalingsterminalen ved kasse 3 er i stykker", "", enricher=DEFAULT)
+    assert one["category"].value == "hardware"
+
+
+@pytest.mark.parametrize(
+    "description",
+    ["Hej\n\nSkærmen flimrer. Det haster!\n\nMvh Per", "Hi,\n\nIt is fairly urgent.\n\nTom"],
+)
+def test_body_cues_fire_with_the_default_mapping(description: str) -> None:
+    assert enrich("Skærm", description, enricher=DEFAULT)["urgency"].value == "high"
+
+
+def test_min_konto_er_blevet_laast_is_account_locked() -> None:
+    found = enrich("Min konto er blevet låst", "", enricher=DEFAULT)
+    assert found["subcategory"].value == "account_locked"
+    body = "Hej\n\nJeg har tastet forkert adgangskode for mange gange.\n\nMvh Ida"
+    assert enrich("Min konto er blevet låst", body, enricher=DEFAULT)["subcategory"].value == (
+        "account_locked"
+    )
+
+
+@pytest.mark.parametrize(
+    ("title", "description", "expected"),
+    [
+        ("Glemt passord", "Kan dere tilbakestille det?", {"subcategory": "password_reset"}),
+        ("Kontoen er sperret", "", {"subcategory": "account_locked"}),
+        ("Nettverket er tregt", "", {"category": "network"}),
+        ("Skjermen flimrer", "", {"subcategory": "monitor"}),
+        ("Lite minne", "", {"subcategory": "memory"}),
+        ("Skriveren skriver blanke ark", "", {"category": "hardware"}),
+        ("Kassen", "Alle kassene er nede. Kundene venter!", {"impact": "high", "urgency": "high"}),
+        ("Treg PC", "Ikke noe som haster.", {"urgency": "low"}),
+        ("Brannmuren blokkerer", "", {"category": "network"}),
+    ],
+)
+def test_norwegian_keywords(title: str, description: str, expected: dict[str, str]) -> None:
+    found = enrich(title, description, enricher=KeywordEnricher(load_mapping(), min_confidence=0))
+    assert {field: found[field].value for field in expected if field in found} == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["Seit heute Morgen geht Excel nicht", "Jeg opdagede i dag at Excel fejler"]
+)
+def test_today_says_when_it_began_not_how_urgent_it_is(text: str) -> None:
+    assert "urgency" not in enrich(text, enricher=DEFAULT)
