@@ -247,6 +247,8 @@ class Settings(BaseSettings):
     #: A model trained on Dynamics cases (`train --from dynamics`), e.g. for subjects or casetypecode.
     dataverse_model_path: str | None = None
     dry_run: bool = False
+    #: Write nothing to tickets; record every suggestion (Table Storage ``enrichshadow``).
+    shadow_mode: bool = False
 
 
 def load_settings() -> Settings:

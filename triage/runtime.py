@@ -13,6 +13,7 @@ from triage.jobs import JOBS_QUEUE
 from triage.service import Service
 
 if TYPE_CHECKING:
+    from connectors.shadow import ShadowStore
     from connectors.state import ClaimStore
     from domain.mapping import FieldMapping
     from domain.redact import Redactor
@@ -45,7 +46,12 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     connection = settings.queue.connection_setting
     # Shared by every instance: exactly one write per (record, input) across the app.
     claims = TableClaimStore.from_settings(env, connection)
-    pipelines = _pipelines(settings, claims, redactor)
+    shadow = None
+    if settings.shadow_mode:
+        from connectors.shadow import TableShadowStore
+
+        shadow = TableShadowStore.from_settings(env, connection)
+    pipelines = _pipelines(settings, claims, redactor, shadow)
     if not pipelines:
         raise ConfigError(
             "no platform is configured: set ENRICH_SERVICENOW__INSTANCE_URL and/or "
@@ -64,7 +70,9 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     )
 
 
-def _pipelines(settings: Settings, claims: ClaimStore, redactor: Redactor) -> list[Pipeline]:
+def _pipelines(
+    settings: Settings, claims: ClaimStore, redactor: Redactor, shadow: ShadowStore | None
+) -> list[Pipeline]:
     from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, load_mapping
     from enrichers import default_enrichers
     from triage.pipeline import Pipeline
@@ -83,6 +91,7 @@ def _pipelines(settings: Settings, claims: ClaimStore, redactor: Redactor) -> li
                 enrichers=default_enrichers(mapping, model=model, summarizer=summarizer),
                 claims=claims,
                 dry_run=settings.dry_run,
+                shadow=shadow,
             )
         )
     if settings.dataverse is not None:
@@ -109,6 +118,7 @@ def _pipelines(settings: Settings, claims: ClaimStore, redactor: Redactor) -> li
                 ),
                 claims=claims,
                 dry_run=settings.dry_run,
+                shadow=shadow,
             )
         )
     return pipelines

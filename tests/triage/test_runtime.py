@@ -141,3 +141,13 @@ def test_no_platform_configured_names_both_settings(env, monkeypatch):
         ConfigError, match=r"ENRICH_SERVICENOW__INSTANCE_URL.*ENRICH_DATAVERSE__ORG_URL"
     ):
         build_service(env)
+
+
+def test_shadow_mode_records_to_table_storage_in_every_pipeline(env, monkeypatch):
+    from connectors.shadow import TableShadowStore
+
+    monkeypatch.setenv("ENRICH_SHADOW_MODE", "true")
+    service = build_service(env)
+    assert isinstance(service.pipeline.shadow, TableShadowStore)
+    monkeypatch.setenv("ENRICH_SHADOW_MODE", "false")
+    assert build_service(env).pipeline.shadow is None
