@@ -14,6 +14,7 @@ import pytest
 import function_app
 from connectors.queue import InMemoryJobQueue
 from connectors.servicenow import ServiceNowConnector
+from connectors.shadow import ShadowStore
 from connectors.state import ClaimStore, MemoryClaimStore, MemoryReplayGuard
 from domain.mapping import load_mapping
 from domain.settings import HttpSettings, ServiceNowSettings, Settings, WebhookSettings
@@ -122,6 +123,7 @@ def build_slice(
     client_secret: str = CLIENT[1],
     wrap: Callable[[ServiceNowConnector], Any] | None = None,
     claims: ClaimStore | None = None,
+    shadow: ShadowStore | None = None,
     **http: float,
 ) -> Slice:
     sleeps: list[float] = []
@@ -146,6 +148,8 @@ def build_slice(
         mapping,
         default_enrichers(mapping),
         claims=claims if claims is not None else MemoryClaimStore(now=clock.now),
+        shadow=shadow,
+        now=clock.now,
     )
     service = Service(
         settings,

@@ -218,3 +218,19 @@ def test_wrong_client_secret_sends_the_job_to_poison(sim, clock) -> None:  # typ
     assert "AuthError" in envelope["reason"]
     assert json.loads(envelope["message"])["record_id"] == sys_id
     assert [r.method for r in sim.request_log if r.path.startswith("/api/now")] == []
+
+
+def test_shadow_mode_writes_nothing_and_records_what_it_would_have_done(sim, clock) -> None:  # type: ignore[no-untyped-def]
+    from connectors.shadow import MemoryShadowStore
+
+    store = MemoryShadowStore()
+    with installed(build_slice(sim, clock, shadow=store)) as app:
+        sys_id = new_incident(app)
+        before = dict(sim.get_record("incident", sys_id) or {})
+        app.webhook(sys_id)
+        app.drain()
+    assert sim.get_record("incident", sys_id) == before  # not a field, not a note
+    assert [r.method for r in sim.request_log if r.method != "GET"] == []
+    rows = {r.field: r for r in store.since(0)}
+    assert rows["category"].value == "network" and rows["category"].action == "write"
+    assert rows["category"].number == before["number"]
