@@ -230,7 +230,8 @@ def test_shadow_mode_writes_nothing_and_records_what_it_would_have_done(sim, clo
         app.webhook(sys_id)
         app.drain()
     assert sim.get_record("incident", sys_id) == before  # not a field, not a note
-    assert [r.method for r in sim.request_log if r.method != "GET"] == []
+    writes = [r for r in sim.request_log if r.path.startswith("/api/") and r.method != "GET"]
+    assert writes == []
     rows = {r.field: r for r in store.since(0)}
     assert rows["category"].value == "network" and rows["category"].action == "write"
     assert rows["category"].number == before["number"]
