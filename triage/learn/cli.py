@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -292,89 +291,27 @@ def run_evaluate(
     """Handler of ``evaluate``: per field, train on a split and score the held-out rows.
 
     With ``--model`` the stored model is scored on every labelled row instead. ``--json``
-    prints ``{"run": ..., "fields": ...}``: the run record (``run_record.run_block``) and per
-    field the summary figures plus ``classes`` in natural order with the mapping's names.
+    prints ``{"run": ..., "fields": ...}`` (see ``triage.learn.evaluate_cmd``); ``now`` is the
+    clock the run record's timestamps come from.
     """
-    from domain.mapping import load_mapping
-    from triage.learn.report import evaluate_fields, score_model, write_html
-    from triage.learn.run_record import class_rows, label_names, run_block, utc_now
+    from triage.learn.evaluate_cmd import evaluate_and_report
+    from triage.learn.run_record import utc_now
 
     clock = now or utc_now
     started = clock()
-    mapping = load_mapping(args.mapping) if args.mapping else None
     data = _csv_data(args)
-    parents = _parents(args, list(data.labels))
-    config = _train_config(args)
-    if args.model:
-        from triage.model_store import load_model
-
-        results = score_model(
-            load_model(args.model), data.texts, data.labels, location=args.model, parents=parents
-        )
-    else:
-        results = evaluate_fields(
-            data.texts,
-            data.labels,
-            config=config,
-            parents=parents,
-            test_size=args.test_size,
-            seed=args.seed,
-        )
-    run = run_block(
-        data_path=args.data,
-        rows=len(data.texts),
+    return evaluate_and_report(
+        args,
+        data,
+        parents=_parents(args, list(data.labels)),
+        config=_train_config(args),
         text_columns=_text_columns(args),
         label_columns=_label_specs(args.label),
-        parameters=_run_parameters(args, parents),
-        results=results,
-        mapping=mapping,
-        mapping_path=args.mapping,
-        started_at=started,
-        now=clock,
+        started=started,
+        clock=clock,
+        out=out or sys.stdout,
     )
-    names = label_names(mapping) if mapping else {}
-    stream = out or sys.stdout
-    if args.html:
-        write_html(
-            results,
-            Path(args.html),
-            title=f"Model evaluation: {data.source}",
-            target=args.target_precision,
-            run=run,
-            names=names,
-        )
-    if args.json:
-        fields = {
-            name: {**ev.summary(), "classes": class_rows(ev, names.get(name))}
-            for name, ev in results.items()
-        }
-        stream.write(json.dumps({"run": run, "fields": fields}, ensure_ascii=False) + "\n")
-        return 0
-    for name, ev in results.items():
-        s = ev.summary()
-        stream.write(
-            f"{name}: accuracy {s['accuracy']}, macro-F1 {s['macro_f1']}, coverage@95% "
-            f"{s['coverage_at_precision_95']}, threshold {s['threshold_at_precision_95']}\n"
-        )
-    return 0
 
 
 def _text_columns(args: argparse.Namespace) -> list[str]:
     return [c.strip() for c in args.text.split(",") if c.strip()]
-
-
-def _run_parameters(args: argparse.Namespace, parents: dict[str, str]) -> dict[str, Any]:
-    """What an evaluate run was asked to do (recorded in its report)."""
-    params: dict[str, Any] = {
-        "target_precision": args.target_precision,
-        "test_size": args.test_size,
-        "seed": args.seed,
-        "folds": args.folds,
-        "min_class": args.min_class,
-        "c": args.c,
-        "jobs": args.jobs,
-        "parents": dict(parents),
-    }
-    if args.model:  # nothing is trained: only what scoring uses
-        params = {"target_precision": args.target_precision, "parents": dict(parents)}
-    return params

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,10 +26,7 @@ from triage.learn.evaluate import (
 )
 from triage.learn.run_record import LabelName, model_version, run_section
 
-if TYPE_CHECKING:
-    from enrichers.learned import TextModel
-
-__all__ = ["evaluate_fields", "render_html", "score_model", "write_html"]
+__all__ = ["evaluate_fields", "render_html", "write_html"]
 
 
 def evaluate_fields(
@@ -75,45 +72,6 @@ def evaluate_fields(
             threshold=model.metadata["fields"][name]["threshold"],
         )
         results[name].model = model_version(model)
-    return results
-
-
-def score_model(
-    model: TextModel,
-    texts: Sequence[str],
-    labels: Mapping[str, Sequence[str | None]],
-    *,
-    location: str,
-    parents: Mapping[str, str] | None = None,
-) -> dict[str, FieldEvaluation]:
-    """Score a stored model on every labelled row of the fields it predicts (no training).
-
-    A child field (subcategory) is scored given the true parent value when the data has it.
-    The rows should be tickets the model was not trained on.
-    """
-    from domain.errors import ConfigError
-
-    fields = [name for name in labels if name in model.fields]
-    if not fields:
-        raise ConfigError(
-            f"the model predicts {', '.join(model.fields)}: none of the --label fields"
-        )
-    parents = dict(parents or {})
-    given = [{p: labels[p][i] for p in parents.values() if p in labels} for i in range(len(texts))]
-    predictions = model.predict(texts, given)
-    version = model_version(model, location=location)
-    results: dict[str, FieldEvaluation] = {}
-    for name in fields:
-        rows = [i for i, label in enumerate(labels[name]) if label]
-        threshold = model.threshold(name)
-        results[name] = score_field(
-            [str(labels[name][i]) for i in rows],
-            [predictions[name][i] for i in rows],
-            n_train=int(model.metadata["fields"][name].get("n_train", 0)),
-            dropped_rows=0,
-            threshold=None if threshold == float("inf") else threshold,
-        )
-        results[name].model = version
     return results
 
 
