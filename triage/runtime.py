@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from domain.errors import ConfigError
 from domain.settings import Settings
+from triage.config_watch import MappingWatch, mapping_files
 from triage.jobs import JOBS_QUEUE
 from triage.service import Service
 
@@ -21,7 +23,9 @@ if TYPE_CHECKING:
     from enrichers.summary import Summarizer
     from triage.pipeline import Pipeline
 
-__all__ = ["ServiceProvider", "build_service", "build_summarizer"]
+__all__ = ["ServiceProvider", "build_service", "build_summarizer", "watched_provider"]
+
+log = logging.getLogger(__name__)
 
 
 def build_service(env: Mapping[str, str] | None = None) -> Service:
@@ -160,19 +164,37 @@ def build_summarizer(settings: Settings) -> Summarizer | None:
 
 
 class ServiceProvider:
-    """Builds the service on first use, once per worker; tests ``override`` it with fakes."""
+    """Builds the service on first use, once per worker; tests ``override`` it with fakes.
 
-    def __init__(self, factory: Callable[[], Service] = build_service) -> None:
+    With a ``watch``, a changed admin mapping rebuilds the service on the next use (see
+    ``triage.config_watch``); an invalid change keeps the previous service.
+    """
+
+    def __init__(
+        self, factory: Callable[[], Service] = build_service, *, watch: MappingWatch | None = None
+    ) -> None:
         self._factory = factory
         self._service: Service | None = None
+        self._watch = watch
         self._lock = threading.Lock()
 
     def get(self) -> Service:
-        """The worker's service, built on first use."""
+        """The worker's service, built on first use (rebuilt when the mapping changed)."""
         with self._lock:
             if self._service is None:
-                self._service = self._factory()
+                self._service = self._build()
+            elif self._watch is not None and self._watch.changed():
+                try:
+                    self._service = self._build()
+                    log.info("admin mapping changed: service rebuilt")
+                except ConfigError as exc:
+                    self._watch.refused(exc)
             return self._service
+
+    def _build(self) -> Service:
+        if self._watch is not None:
+            self._watch.built()  # the identity read before the build: a later save is seen
+        return self._factory()
 
     def set_factory(self, factory: Callable[[], Service]) -> Callable[[], Service]:
         """Build with ``factory`` from now on (forgetting any built service); returns the old one."""
@@ -184,3 +206,9 @@ class ServiceProvider:
         """Use ``service`` from now on (``None`` rebuilds from settings on next use)."""
         with self._lock:
             self._service = service
+
+
+def watched_provider(env: Mapping[str, str] | None = None) -> ServiceProvider:
+    """The worker's provider: built from settings, rebuilt when a mapping file changes."""
+    env = os.environ if env is None else env
+    return ServiceProvider(build_service, watch=MappingWatch(lambda: mapping_files(env)))

@@ -10,11 +10,11 @@ import json
 
 import azure.functions as func
 
-from triage.runtime import ServiceProvider
+from triage.runtime import watched_provider
 
 __all__ = ["JSON", "misconfigured", "services"]
 
-services = ServiceProvider()
+services = watched_provider()
 JSON = "application/json"
 
 
