@@ -375,3 +375,17 @@ def test_dates_and_targets_are_checked() -> None:
             sources=_sources(connector),
             store=store,
         )
+
+
+def test_report_is_a_subcommand_of_python_m_triage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from triage.cli import build_parser, main
+
+    args = build_parser().parse_args(["report", "--since", "2026-11-01", "--html", "r.html"])
+    assert args.handler is run_report and args.platform == "servicenow" and args.json is False
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n", encoding="utf-8")
+    # A bad shadow file fails with one clear line (exit 2) before any platform is contacted.
+    assert main(["report", "--since", "2026-11-01", "--shadow-file", str(bad)]) == 2
+    assert capsys.readouterr().err == "error: bad.jsonl:1: not a shadow record (JSONDecodeError)\n"

@@ -151,12 +151,15 @@ def _mapping(args: argparse.Namespace, settings: Settings) -> FieldMapping:
     return mapping
 
 
-def _store(args: argparse.Namespace, settings: Settings) -> ShadowStore:
+def _store(args: argparse.Namespace, settings: Settings | None) -> ShadowStore:
     if args.shadow_file:
         return read_shadow_file(args.shadow_file)
     from connectors.shadow import TableShadowStore
+    from domain.settings import QueueSettings
 
-    return TableShadowStore.from_settings(os.environ, settings.queue.connection_setting)
+    queue = settings.queue if settings is not None else QueueSettings()
+
+    return TableShadowStore.from_settings(os.environ, queue.connection_setting)
 
 
 def run_report(
@@ -174,9 +177,11 @@ def run_report(
     if until <= since:
         raise ConfigError("--until must be after --since")
     default_target, targets = _targets(args.target)
+    # A shadow file is read first: a bad one fails before any platform is contacted.
+    shadow = store if store is not None or not args.shadow_file else _store(args, None)
     connector, settings = (sources or _default_sources)(args.platform)
     mapping = _mapping(args, settings)
-    shadow = store if store is not None else _store(args, settings)
+    shadow = shadow if shadow is not None else _store(args, settings)
     records = list(shadow.since(since.timestamp()))
     wanted = latest_suggestions(records, mapping, until=until.timestamp())
     finals = read_finals(connector, mapping, wanted)
