@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         return parser
     add_train_parser(sub)
     add_evaluate_parser(sub)
+    from triage.learn.improvement_cli import add_report_parser
+
+    add_report_parser(sub)  # python -m triage report --since DATE [--html FILE]
     return parser
 
 
