@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from domain.models import Suggestion, Ticket
 
-__all__ = ["Enricher"]
+__all__ = ["Enricher", "Explains"]
 
 
 @runtime_checkable
@@ -24,4 +24,18 @@ class Enricher(Protocol):
 
     def enrich(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> Sequence[Suggestion]:
         """Return suggestions for this ticket, or an empty sequence to abstain."""
+        ...
+
+
+@runtime_checkable
+class Explains(Protocol):
+    """Optional: an enricher that can say why it abstained, field by field.
+
+    Separate from ``Enricher`` so enrichers without it keep working; the engine checks for it
+    with ``isinstance``. ``chosen`` is what the enricher saw when it ran (as for ``enrich``).
+    Reasons name fields, values, scores and thresholds, never the ticket's text.
+    """
+
+    def explain(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> Mapping[str, str]:
+        """Field → why no value was suggested for it (fields it suggested may be left out)."""
         ...

@@ -183,6 +183,73 @@ class KeywordEnricher:
                 out["subcategory"] = sub
         return [s for s in out.values() if s.confidence >= self._min_confidence]
 
+    def explain(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> dict[str, str]:
+        """Why each field with keyword rules got no suggestion: no cue, ambiguity, weak score.
+
+        Recomputes the evidence ``enrich`` weighs (same regions, roll-up and decision); the
+        reasons quote keywords, values and scores, never the ticket's text.
+        """
+        evidence = self._evidence(_regions(ticket, self._one_char_keys))
+        if self._parents and evidence.get("subcategory"):
+            _merge(evidence.setdefault("category", {}), self._rolled_up(evidence["subcategory"]))
+        suggested = {s.field for s in self.enrich(ticket, chosen)}
+        own: Suggestion | None = None
+        if "category" in evidence:
+            own = _decide("category", evidence["category"], self.name)
+        out: dict[str, str] = {}
+        for field in self._matchers.keys() | evidence.keys():
+            if field in suggested:
+                continue
+            found = evidence.get(field, {})
+            if field == "subcategory" and any(found.values()):
+                out[field] = self._why_no_subcategory(ticket, chosen, own, found)
+            else:
+                out[field] = self._why_not(field, found)
+        return out
+
+    def _why_not(self, field: str, found: Evidence) -> str:
+        scores = {v: sum(h.weight for h in hits.values()) for v, hits in found.items() if hits}
+        if not scores:
+            return "no cue found"
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        total = sum(scores.values())
+        top, top_score = ranked[0]
+        if top_score / total < MIN_DOMINANCE:
+            runner, runner_score = ranked[1]
+            return (
+                f"ambiguous: {top} {top_score / total:.2f} vs {runner} {runner_score / total:.2f}"
+                f" (the top value needs {MIN_DOMINANCE:.2f} of the keyword weight)"
+            )
+        confidence = round(_strength(2 * top_score - total), 3)
+        return (
+            f"below the {self._min_confidence:.2f} floor ({confidence:.2f}) for {top}: "
+            f"{_describe(found[top])}"
+        )
+
+    def _why_no_subcategory(
+        self,
+        ticket: Ticket,
+        chosen: Mapping[str, Suggestion],
+        own: Suggestion | None,
+        found: Evidence,
+    ) -> str:
+        category, cat_confidence, _ = _category_in_force(ticket, chosen, own)
+        allowed = {s: h for s, h in found.items() if self._parents.get(s, category) == category}
+        if not any(allowed.values()):
+            best = max(found, key=lambda s: (sum(h.weight for h in found[s].values()), s))
+            parent = self._parents.get(best)
+            if category is None:
+                return f"subcategory {best} belongs to category {parent}, and no category is known"
+            return f"subcategory {best} belongs to category {parent}, not {category}"
+        suggestion = _decide("subcategory", allowed, self.name)
+        if suggestion is None or category is None or suggestion.confidence < self._min_confidence:
+            return self._why_not("subcategory", allowed)
+        return (
+            f"below the {self._min_confidence:.2f} floor "
+            f"({min(suggestion.confidence, cat_confidence):.2f}) for {suggestion.value}: "
+            f"capped by the confidence of category {category}"
+        )
+
     def _evidence(self, regions: Sequence[Region]) -> dict[str, Evidence]:
         evidence: dict[str, Evidence] = {}
         for field, matcher in self._matchers.items():

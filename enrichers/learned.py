@@ -356,6 +356,31 @@ class LearnedEnricher:
                 out[i].append(self._suggestion(name, pred, threshold))
         return out
 
+    def explain(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> dict[str, str]:
+        """Why each model field got no suggestion: below its threshold, no parent, unscorable."""
+        given = self._given(ticket, chosen)
+        predictions = self.model.predict([ticket.text], [given])
+        out: dict[str, str] = {}
+        for name, preds in predictions.items():
+            pred, threshold = preds[0], self.model.threshold(name)
+            parent = self.model.parent(name)
+            if not pred.label or not math.isfinite(pred.confidence):
+                out[name] = (
+                    f"the model has no label of {name} for {parent} {given.get(parent)}"
+                    if parent is not None and given.get(parent)
+                    else f"the model could not score {name}"
+                )
+            elif not math.isfinite(threshold):
+                out[name] = f"the model has no usable threshold for {name}: it never fills it"
+            elif not _clears(pred, threshold):
+                shown = f"{pred.confidence:.2f}"
+                if shown == f"{threshold:.2f}":  # "below the 0.80 threshold (0.80)" says nothing
+                    shown = f"{math.floor(pred.confidence * 1e4) / 1e4:.4f}"
+                out[name] = f"below the {threshold:.2f} threshold ({shown}) for {pred.label}"
+            elif parent is not None and not self._parent_known(parent, given, predictions, 0):
+                out[name] = f"{name} {pred.label} needs a known {parent}, and none was chosen"
+        return out
+
     def _given(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> dict[str, str | None]:
         given: dict[str, str | None] = dict(ticket.current)
         given.update({f: s.value for f, s in chosen.items()})

@@ -43,6 +43,19 @@ class PriorityEnricher:
         """Keep a copy of the mapping's impact × urgency → priority matrix."""
         self._matrix = {impact: dict(row) for impact, row in mapping.priority_matrix.items()}
 
+    def explain(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> dict[str, str]:
+        """Why no priority: which of impact and urgency is missing, or no matrix entry."""
+        impact = _input("impact", ticket, chosen)
+        urgency = _input("urgency", ticket, chosen)
+        missing = [f for f, given in (("impact", impact), ("urgency", urgency)) if given is None]
+        if impact is None or urgency is None:
+            return {"priority": f"needs impact and urgency; no {' and no '.join(missing)}"}
+        if self._matrix.get(impact.value, {}).get(urgency.value) is None:
+            return {
+                "priority": f"no matrix entry for impact {impact.value} × urgency {urgency.value}"
+            }
+        return {}
+
     def enrich(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> list[Suggestion]:
         """The priority for this ticket's impact and urgency, as confident as the weaker input."""
         impact = _input("impact", ticket, chosen)

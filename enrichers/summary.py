@@ -403,6 +403,19 @@ class SummaryEnricher:
         self.summarizer: Summarizer = summarizer or ExtractiveSummarizer()
         self.name = name
 
+    def explain(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> dict[str, str]:
+        """Why no summary, without running the summarizer again (it may be a remote model)."""
+        title = sanitize_value(clean_title(ticket.title), max_chars=SUMMARY_MAX_CHARS)
+        if is_informative_title(title):
+            return {}  # the title is the summary: enrich never abstains here
+        if not ticket.description.strip():
+            what = "no title and" if not ticket.title.strip() else "an uninformative title and"
+            return {"summary": f"{what} no description to summarise"}
+        return {
+            "summary": f"{self.summarizer.name} found too little usable text "
+            "(greetings, signatures, quotes and markup are not summarised)"
+        }
+
     def enrich(self, ticket: Ticket, chosen: Mapping[str, Suggestion]) -> Sequence[Suggestion]:
         """One summary suggestion, or nothing when there is too little text."""
         # A title that is all markup ("<img src=x onerror=...>") says nothing: summarise instead.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from domain.errors import ConfigError, EnrichmentError
-from domain.models import Suggestion, Ticket
+from domain.models import Ticket
 
 if TYPE_CHECKING:
     from domain.mapping import FieldMapping
@@ -112,9 +112,8 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 def _cmd_enrich(args: argparse.Namespace) -> int:
     from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, load_mapping
     from enrichers import default_enrichers
-    from enrichers.engine import run_enrichers
     from triage.model_store import load_model
-    from triage.policy import decide
+    from triage.preview import explain_ticket
 
     path = args.mapping
     if path is None and args.platform == "dynamics":
@@ -133,49 +132,42 @@ def _cmd_enrich(args: argparse.Namespace) -> int:
         check_model_fits(model, mapping)  # refuse labels the mapping cannot write, by name
     enrichers = default_enrichers(mapping, model=model)
     out: TextIO = sys.stdout
-    rows = []
+    rows: list[tuple[Ticket, dict[str, dict[str, Any]]]] = []
     for ticket in read_tickets(Path(args.file), mapping):
-        chosen = run_enrichers(enrichers, ticket)
-        writes = {d.field for d in decide(ticket, chosen, mapping) if d.action == "write"}
-        rows.append((ticket, chosen, writes))
+        fields = explain_ticket(ticket, enrichers, mapping)
         if args.format == "jsonl":
-            out.write(json.dumps(_json_row(ticket, chosen, writes), ensure_ascii=False) + "\n")
+            row = {"row": int(ticket.record_id), **fields}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            rows.append((ticket, fields))
     if args.format == "table":
         _print_table(rows, out, mapping.system)
     return 0
 
 
-def _json_row(ticket: Ticket, chosen: dict[str, Suggestion], writes: set[str]) -> dict[str, Any]:
-    row: dict[str, Any] = {"row": int(ticket.record_id)}
-    for field, s in chosen.items():
-        row[field] = {
-            "value": s.value,
-            "confidence": round(s.confidence, 4),
-            "reason": s.reason,
-            "would_fill": field in writes,
-        }
-    return row
-
-
 def _print_table(
-    rows: list[tuple[Ticket, dict[str, Suggestion], set[str]]], out: TextIO, system: str
+    rows: list[tuple[Ticket, dict[str, dict[str, Any]]]], out: TextIO, system: str
 ) -> None:
     header = ["row", *_TABLE_FIELDS, "summary"]
     lines = [header]
-    for ticket, chosen, writes in rows:
+    for ticket, fields in rows:
         cells = [ticket.record_id]
         for field in _TABLE_FIELDS:
-            s = chosen.get(field)
-            mark = "" if s is None or field in writes else "?"
-            cells.append("-" if s is None else f"{s.value}{mark} {s.confidence:.2f}")
-        summary = chosen.get("summary")
-        cells.append("-" if summary is None else summary.value[:70])
+            f = fields[field]
+            mark = "" if f["would_write"] else "?"
+            cells.append("-" if f["value"] is None else f"{f['value']}{mark} {f['confidence']:.2f}")
+        summary = fields["summary"]
+        mark = "" if summary["would_write"] else "? "
+        cells.append("-" if summary["value"] is None else f"{mark}{summary['value'][:70]}")
         lines.append(cells)
     widths = [max(len(r[i]) for r in lines) for i in range(len(header) - 1)]
     for cells in lines:
         head = "  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True))
         out.write(f"{head}  {cells[-1]}\n")
-    out.write(f"\n'?' = would not be written: {_NOT_WRITTEN[system]}.\n")
+    out.write(
+        f"\n'?' after a value (before the summary) = would not be written: already set, "
+        f"{_NOT_WRITTEN[system]}. '-' = no suggestion (--format jsonl says why).\n"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     from triage.dynamics_admin_cli import add_dynamics_parser
 
     add_dynamics_parser(sub)  # python -m triage dynamics register-webhook | rotate-key
+    from triage.mappings_cli import add_mappings_parser
+
+    add_mappings_parser(sub)  # python -m triage mappings pull | validate | schema
     try:
         from triage.learn.cli import add_evaluate_parser, add_train_parser
     except ImportError:  # pragma: no cover - the learner ships with the package

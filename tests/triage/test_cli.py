@@ -34,9 +34,9 @@ def test_jsonl_output_has_row_and_value_confidence_reason_per_field(tmp_path, ca
     assert "Hej" not in summary["value"]
     assert "Peter" not in summary["value"]
     assert len(summary["value"]) <= 160
-    assert summary["would_fill"] is True
+    assert summary["would_write"] is True
     assert rows[0]["category"]["value"] == "network"
-    assert rows[1]["summary"]["would_fill"] is False  # the row has a title already
+    assert rows[1]["summary"]["would_write"] is False  # the row has a title already
 
 
 def test_every_description_only_example_row_gets_a_summary(capsys):
@@ -127,9 +127,9 @@ def test_a_dynamics_csv_export_is_read_with_the_dynamics_mapping(tmp_path, capsy
     assert [r["row"] for r in rows] == [1, 2, 3]
     assert {r["priority"]["value"] for r in rows} == {"critical"}
     # Dynamics does not derive priority: we write it, unless an agent chose one.
-    assert [r["priority"]["would_fill"] for r in rows] == [True, True, False]
+    assert [r["priority"]["would_write"] for r in rows] == [True, True, False]
     # A Case has no impact/urgency column out of the box, and the default names no summary one.
-    assert not any(r[f]["would_fill"] for r in rows for f in ("impact", "urgency", "summary"))
+    assert not any(r[f]["would_write"] for r in rows for f in ("impact", "urgency", "summary"))
 
 
 def test_a_web_api_jsonl_export_with_ints_nulls_and_annotations(tmp_path, capsys):
@@ -145,7 +145,7 @@ def test_a_web_api_jsonl_export_with_ints_nulls_and_annotations(tmp_path, capsys
     argv = ["enrich", str(data), "--mapping", str(DYNAMICS_DEFAULT_MAPPING_PATH)]
     assert main([*argv, "--format", "jsonl"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["priority"]["would_fill"] for r in out] == [True, False]  # 1 (High) is set
+    assert [r["priority"]["would_write"] for r in out] == [True, False]  # 1 (High) is set
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert re.search(r"\bcritical \d", table) and re.search(r"\bcritical\? \d", table)
@@ -183,3 +183,68 @@ def test_dynamics_exports_need_their_text_columns_and_mapping(tmp_path, capsys):
     argv = ["enrich", str(data), "--platform", "dynamics", "--mapping", str(DEFAULT_MAPPING_PATH)]
     assert main(argv) == 2
     assert "--platform dynamics needs a mapping with system: dataverse" in capsys.readouterr().err
+
+
+# --- explainable output -----------------------------------------------------------------------
+
+FIELD_KEYS = {"value", "confidence", "source", "would_write", "action", "reason", "why"}
+
+
+def test_jsonl_gives_every_canonical_field_with_null_and_a_reason_when_abstaining(tmp_path, capsys):
+    data = write_csv(tmp_path / "t.csv", [("", EMAIL), ("Hej", "")])
+    assert main(["enrich", str(data), "--format", "jsonl"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for row in rows:
+        fields = {k: v for k, v in row.items() if k != "row"}
+        assert set(fields) >= {
+            "category",
+            "subcategory",
+            "impact",
+            "urgency",
+            "priority",
+            "summary",
+        }
+        for name, f in fields.items():
+            assert set(f) == FIELD_KEYS, name
+            assert isinstance(f["would_write"], bool) and f["reason"]
+            if f["value"] is None:
+                assert (f["confidence"], f["source"], f["would_write"]) == (None, None, False)
+            else:
+                assert 0 <= f["confidence"] <= 1 and f["source"] and f["why"]
+    vpn, bare = rows
+    assert vpn["category"]["value"] == "network" and vpn["category"]["source"] == "keywords"
+    assert vpn["impact"]["value"] is None
+    assert vpn["impact"]["reason"] == "keywords: no cue found; model not configured"
+    assert bare["priority"]["reason"] == (
+        "priority: needs impact and urgency; no impact and no urgency"
+    )
+    # "Hej" is the row's title: an uninformative one, and there is no description.
+    assert bare["summary"]["value"] is None
+    assert "no description to summarise" in bare["summary"]["reason"]
+
+
+def test_a_value_the_file_already_holds_is_shown_but_not_written_with_the_policy_why(
+    tmp_path, capsys
+):
+    data = write_csv(
+        tmp_path / "t.csv", [("VPN virker ikke", EMAIL, "hardware")],
+        header=("title", "description", "category"),
+    )  # fmt: skip
+    assert main(["enrich", str(data), "--format", "jsonl"]) == 0
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["category"]["value"] == "network"
+    assert row["category"]["would_write"] is False and row["category"]["action"] == "skip"
+    assert "already set" in row["category"]["why"]
+    # The subcategory must hang under the person's category, which vpn does not.
+    assert row["subcategory"]["value"] is None
+    assert "belongs to category network, not hardware" in row["subcategory"]["reason"]
+
+
+def test_table_marks_a_summary_that_would_not_be_written(tmp_path, capsys):
+    data = write_csv(tmp_path / "t.csv", [("VPN virker ikke", EMAIL), ("", EMAIL)])
+    assert main(["enrich", str(data)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    titled, untitled = lines[1], lines[2]
+    assert titled.endswith("? VPN virker ikke")  # the title is already the summary
+    assert untitled.split("  ")[-1].strip().startswith("VPN virker ikke")  # written: no mark
+    assert "'?' after a value (before the summary) = would not be written" in lines[-1]
