@@ -249,6 +249,9 @@ class Settings(BaseSettings):
     dry_run: bool = False
     #: Write nothing to tickets; record every suggestion (Table Storage ``enrichshadow``).
     shadow_mode: bool = False
+    #: After go-live too: record every write's decisions there, so the improvement report
+    #: keeps running and drift shows.
+    decision_log: bool = True
 
 
 def load_settings() -> Settings:

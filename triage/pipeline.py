@@ -27,10 +27,7 @@ from dataclasses import dataclass, field
 from connectors.base import Connector, SourceRecord
 from connectors.shadow import ShadowRecord, ShadowStore
 from connectors.state import ClaimStore, MemoryClaimStore
-from domain.errors import (
-    ClaimedError,
-    ConflictError,
-)
+from domain.errors import ClaimedError, ConflictError, ConnectorError
 from domain.mapping import FieldMapping, to_ticket
 from domain.models import Decision, EnrichmentResult, Suggestion, Ticket
 from domain.sanitize import NOTE_MAX_CHARS, sanitize_note, sanitize_value, sanitize_write
@@ -86,6 +83,8 @@ class Pipeline:
     settle_s: float = DEFAULT_SETTLE_S
     #: Shadow mode: record every suggestion here and write nothing to tickets.
     shadow: ShadowStore | None = None
+    #: After go-live: every write's decisions recorded too (the improvement report's input).
+    decision_log: ShadowStore | None = None
     #: The model's version, recorded with shadow suggestions ("" without a model).
     model_version: str = ""
     now: Callable[[], float] = time.time
@@ -193,7 +192,9 @@ class Pipeline:
         base = {"suggestions": tuple(chosen.values()), "decisions": tuple(decisions)}
         suggested = any(d.action == "suggest" for d in decisions)
         if self.shadow is not None:
-            shadow = self._record_shadow(record, ticket, digest, decisions, chosen.values())
+            shadow = self._record_decisions(
+                self.shadow, record, ticket, digest, decisions, chosen.values()
+            )
             return self._result(ticket, "shadow", detail=shadow, changes=changes, **base)
         if not changes and not suggested:
             detail = "no suggestion cleared the policy"
@@ -220,12 +221,14 @@ class Pipeline:
         if not values:  # suggest mode only: the note carries the suggestions, no field changes
             attempt.sent = True
             self.connector.update(record.table, record.record_id, body, etag=record.etag)
+            self._log_decisions(record, ticket, digest, decisions, chosen.values())
             return self._result(
                 ticket, "suggested", detail="note only", note=body.get(note_field), **base
             )
         attempt.sent = True
         stored = self.connector.update(record.table, record.record_id, body, etag=record.etag)
         log.info("wrote %s to %s %s", sorted(values), record.system, record.record_id)
+        self._log_decisions(record, ticket, digest, decisions, chosen.values())
         restored = self._repair.restore(record, note_marker(digest), current=stored, read=record)
         status, detail = ("conflict", restored) if restored else ("written", _check(values, stored))
         return self._result(
@@ -237,16 +240,37 @@ class Pipeline:
             **base,
         )
 
-    def _record_shadow(
+    def _log_decisions(
         self,
         record: SourceRecord,
         ticket: Ticket,
         digest: str,
         decisions: Sequence[Decision],
         suggestions: Iterable[Suggestion],
+    ) -> None:
+        """After go-live: what was written or suggested, for the same improvement report.
+
+        The ticket is already written: a failure to log is a warning, never a failed job.
+        """
+        if self.decision_log is None:
+            return
+        try:
+            self._record_decisions(
+                self.decision_log, record, ticket, digest, decisions, suggestions
+            )
+        except ConnectorError as exc:
+            log.warning("could not log the decisions for %s: %s", record.record_id, exc)
+
+    def _record_decisions(
+        self,
+        store: ShadowStore,
+        record: SourceRecord,
+        ticket: Ticket,
+        digest: str,
+        decisions: Sequence[Decision],
+        suggestions: Iterable[Suggestion],
     ) -> str:
-        """Shadow mode: record what would have happened; nothing is written to the ticket."""
-        assert self.shadow is not None
+        """Record each decision (shadow mode: what would have happened; else what did)."""
         sources = {s.field: s.source for s in suggestions}
         rows = [
             ShadowRecord(
@@ -269,7 +293,7 @@ class Pipeline:
             for d in decisions
         ]
         if rows:
-            self.shadow.record(rows)
+            store.record(rows)
         return f"shadow mode: {len(rows)} suggestion(s) recorded, nothing written"
 
     @staticmethod

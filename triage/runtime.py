@@ -50,12 +50,12 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     connection = settings.queue.connection_setting
     # Shared by every instance: exactly one write per (record, input) across the app.
     claims = TableClaimStore.from_settings(env, connection)
-    shadow = None
-    if settings.shadow_mode:
+    records = None
+    if settings.shadow_mode or settings.decision_log:
         from connectors.shadow import TableShadowStore
 
-        shadow = TableShadowStore.from_settings(env, connection)
-    pipelines = _pipelines(settings, claims, redactor, shadow)
+        records = TableShadowStore.from_settings(env, connection)
+    pipelines = _pipelines(settings, claims, redactor, records)
     if not pipelines:
         raise ConfigError(
             "no platform is configured: set ENRICH_SERVICENOW__INSTANCE_URL and/or "
@@ -75,7 +75,7 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
 
 
 def _pipelines(
-    settings: Settings, claims: ClaimStore, redactor: Redactor, shadow: ShadowStore | None
+    settings: Settings, claims: ClaimStore, redactor: Redactor, records: ShadowStore | None
 ) -> list[Pipeline]:
     from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, load_mapping
     from enrichers import default_enrichers
@@ -95,7 +95,8 @@ def _pipelines(
                 enrichers=default_enrichers(mapping, model=model, summarizer=summarizer),
                 claims=claims,
                 dry_run=settings.dry_run,
-                shadow=shadow,
+                shadow=records if settings.shadow_mode else None,
+                decision_log=None if settings.shadow_mode else records,
             )
         )
     if settings.dataverse is not None:
@@ -122,7 +123,8 @@ def _pipelines(
                 ),
                 claims=claims,
                 dry_run=settings.dry_run,
-                shadow=shadow,
+                shadow=records if settings.shadow_mode else None,
+                decision_log=None if settings.shadow_mode else records,
             )
         )
     return pipelines

@@ -7,6 +7,7 @@ from azure.data.tables import TableClient
 
 from connectors.shadow import MemoryShadowStore, ShadowRecord, TableShadowStore
 from connectors.state import MemoryClaimStore
+from domain.errors import UnavailableError
 from domain.mapping import load_mapping
 from tests.fakes import FakeConnector, FixedEnricher, suggestion
 from tests.triage.test_pipeline import SYS_ID, new_incident
@@ -99,3 +100,25 @@ def test_table_shadow_store_round_trips_and_filters_by_time(azurite):
     assert sorted(r.field for r in store.since(0)) == ["category", "impact"]
     assert [r.field for r in store.since(150.0)] == ["impact"]
     assert input_hash  # the pipeline's own hash is what input_hash carries
+
+
+def test_after_go_live_the_decision_log_records_what_was_written():
+    log = MemoryShadowStore()
+    result, conn = run(M, decision_log=log)
+    assert result.status == "written" and len(conn.updates) == 1
+    assert {(r.field, r.action) for r in log.since(0)} == {
+        ("category", "write"),
+        ("impact", "write"),
+    }
+
+
+def test_a_decision_log_outage_never_fails_a_written_ticket():
+    class Down:
+        def record(self, rows):
+            raise UnavailableError("storage down", system="storage")
+
+        def since(self, timestamp):
+            return iter(())
+
+    result, conn = run(M, decision_log=Down())
+    assert result.status == "written" and len(conn.notes) == 1

@@ -149,5 +149,10 @@ def test_shadow_mode_records_to_table_storage_in_every_pipeline(env, monkeypatch
     monkeypatch.setenv("ENRICH_SHADOW_MODE", "true")
     service = build_service(env)
     assert isinstance(service.pipeline.shadow, TableShadowStore)
+    assert service.pipeline.decision_log is None  # shadow mode writes nothing to log
     monkeypatch.setenv("ENRICH_SHADOW_MODE", "false")
-    assert build_service(env).pipeline.shadow is None
+    live = build_service(env)
+    assert live.pipeline.shadow is None
+    assert isinstance(live.pipeline.decision_log, TableShadowStore)
+    monkeypatch.setenv("ENRICH_DECISION_LOG", "false")
+    assert build_service(env).pipeline.decision_log is None
