@@ -6,7 +6,8 @@ import logging
 
 import azure.functions as func
 
-from triggers import services, upkeep, webhooks, worker
+from triggers import preview, services, upkeep, webhooks, worker
+from triggers.preview import ticket_preview
 from triggers.upkeep import state_cleanup
 from triggers.webhooks import dynamics_webhook, servicenow_webhook
 from triggers.worker import enrich_worker
@@ -18,10 +19,11 @@ __all__ = [
     "servicenow_webhook",
     "services",
     "state_cleanup",
+    "ticket_preview",
 ]
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (webhooks.bp, worker.bp, upkeep.bp):
+for blueprint in (webhooks.bp, worker.bp, upkeep.bp, preview.bp):
     app.register_functions(blueprint)
 logging.getLogger("azure").setLevel(logging.WARNING)
 logging.getLogger("msal").setLevel(logging.WARNING)

@@ -67,8 +67,53 @@ def signed(body, ctype="application/json"):
 
 
 def test_functions_are_indexed():
-    names = {f.get_function_name() for f in function_app.app.get_functions()}
-    assert names == {"servicenow_webhook", "dynamics_webhook", "enrich_worker", "state_cleanup"}
+    functions = function_app.app.get_functions()  # indexing twice raises: once per session
+    names = {f.get_function_name() for f in functions}
+    [preview] = [f for f in functions if f.get_function_name() == "preview"]
+    [trigger] = [b for b in preview.get_bindings() if b.type == "httpTrigger"]
+    assert trigger.auth_level == func.AuthLevel.FUNCTION  # a function key, unlike the webhooks
+    assert trigger.route == "preview" and [str(m) for m in trigger.methods] == ["POST"]
+    assert names == {
+        "servicenow_webhook", "dynamics_webhook", "enrich_worker", "state_cleanup", "preview"
+    }  # fmt: skip
+
+
+def test_preview_answers_what_would_be_written_touching_no_platform(service):
+    body = json.dumps({"title": "wifi nede", "platform": "servicenow"}).encode()
+    req = func.HttpRequest(
+        method="POST", url="/api/preview", headers={"Content-Type": "application/json"}, body=body
+    )
+    before = json.dumps(service.pipeline.connector.records, sort_keys=True)
+    resp = function_app.ticket_preview(req)
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    answer = json.loads(resp.get_body())
+    assert answer["fields"]["category"]["value"] == "network"  # the service's FixedEnricher
+    assert answer["would_write"] == ["category"]
+    assert answer["fields"]["impact"] == {
+        "value": None, "confidence": None, "source": None, "would_write": False, "action": None,
+        "reason": "model not configured", "why": None,
+    }  # fmt: skip
+    # No platform call: the fake connector saw no read and no write.
+    assert service.pipeline.connector.updates == []
+    assert json.dumps(service.pipeline.connector.records, sort_keys=True) == before
+
+
+def test_preview_bad_input_is_a_4xx_and_misconfiguration_a_503(service):
+    req = func.HttpRequest(method="POST", url="/api/preview", headers={}, body=b"{")
+    resp = function_app.ticket_preview(req)
+    assert resp.status_code == 415
+    assert json.loads(resp.get_body())["error"]["code"] == "unsupported_media_type"
+
+    def broken():
+        raise ConfigError("invalid settings: ENRICH_SERVICENOW__INSTANCE_URL: missing")
+
+    original = function_app.services.set_factory(broken)
+    try:
+        resp = function_app.ticket_preview(req)
+    finally:
+        function_app.services.set_factory(original)
+    assert resp.status_code == 503
+    assert "INSTANCE_URL" not in resp.get_body().decode()
 
 
 def test_webhook_enqueues_and_answers_202(service):
