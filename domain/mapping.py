@@ -10,6 +10,9 @@ A mapping file (YAML or JSON) tells us, for one platform table:
 * ``min_confidence``: per-field threshold a suggestion must clear to be written.
 * ``keywords``: multilingual keyword rules, canonical value → keywords (admin override layer).
 * ``priority_matrix``: impact × urgency → priority (ServiceNow's default 3×3 if omitted).
+* ``taxonomy``: a canonical taxonomy (shipped name or path, ``domain.taxonomy``) this file binds;
+  labels, descriptions and keyword rules then come from it and the file only binds raw values.
+* ``names`` / ``descriptions``: per field and label, the display name and a short description.
 
 Validation errors name the key that is wrong (``values.impact.high: ...``).
 """
@@ -94,6 +97,13 @@ class FieldMapping(BaseModel):
     #: Dataverse lookup columns (read as ``_x_value``) → the entity set they point to; written
     #: as ``x@odata.bind: /<set>(<guid>)``. The Subject tree is known already.
     lookups: dict[str, str] = Field(default_factory=lambda: {"_subjectid_value": "subjects"})
+    #: The taxonomy this file binds (a shipped name such as ``it_service_desk``, or a path
+    #: relative to this file); ``load_mapping`` composes it.
+    taxonomy: str | None = None
+    #: Per field and label: the display name people know ("Returnering af produkt").
+    names: dict[str, dict[str, str]] = Field(default_factory=dict)
+    #: Per field and label: a short description (for people and LLM-based enrichers).
+    descriptions: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_references(self) -> FieldMapping:
@@ -127,8 +137,18 @@ class FieldMapping(BaseModel):
     @cached_property
     def fingerprint(self) -> str:
         """A short hash of the mapping's content: the mapping version a note records."""
-        text = self.model_dump_json(exclude={"integration_user"})
+        # Fields left at their empty default stay out, so an unchanged file keeps its version.
+        empty = {k for k in ("taxonomy", "names", "descriptions") if not getattr(self, k)}
+        text = self.model_dump_json(exclude={"integration_user", *empty})
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def human_label(self, field: str, label: str) -> str | None:
+        """The display name of a canonical label, when the mapping (or its taxonomy) has one."""
+        return self.names.get(field, {}).get(label)
+
+    def description(self, field: str, label: str) -> str | None:
+        """The short description of a canonical label, when the mapping has one."""
+        return self.descriptions.get(field, {}).get(label)
 
     def threshold(self, field: str) -> float:
         """The minimum confidence a suggestion for ``field`` needs to be written."""
@@ -294,6 +314,11 @@ def load_mapping(path: str | Path | None = None) -> FieldMapping:
         raise ConfigError(f"{source}: not valid {kind}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
+    if data.get("taxonomy") is not None:
+        from domain.taxonomy import compose_binding, load_taxonomy
+
+        taxonomy = load_taxonomy(str(data["taxonomy"]), source.parent)
+        data = compose_binding(data, taxonomy, str(source))
     try:
         return FieldMapping.model_validate(data)
     except ValidationError as exc:
