@@ -196,7 +196,7 @@ def compose_binding(binding: dict[str, Any], taxonomy: Taxonomy, source: str) ->
     parents = {s: c for s, c in taxonomy.subcategory_parent().items() if s in bound_subs}
     data["subcategory_parent"] = {**parents, **(binding.get("subcategory_parent") or {})}
     if "priority_matrix" not in binding and taxonomy.priority_matrix is not None:
-        data["priority_matrix"] = taxonomy.priority_matrix
+        data["priority_matrix"] = _bound_matrix(taxonomy.priority_matrix, values)
     names: dict[str, dict[str, str]] = {}
     descriptions: dict[str, dict[str, str]] = {}
     for field, table in values.items():
@@ -208,6 +208,18 @@ def compose_binding(binding: dict[str, Any], taxonomy: Taxonomy, source: str) ->
     data["names"] = {**names, **(binding.get("names") or {})}
     data["descriptions"] = {**descriptions, **(binding.get("descriptions") or {})}
     return data
+
+
+def _bound_matrix(
+    matrix: dict[str, dict[str, str]], values: dict[str, dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """The taxonomy's impact × urgency matrix, cut to the impact and urgency labels bound."""
+    impacts, urgencies = values.get("impact"), values.get("urgency")
+    return {
+        impact: {u: p for u, p in row.items() if urgencies is None or u in urgencies}
+        for impact, row in matrix.items()
+        if impacts is None or impact in impacts
+    }
 
 
 def _keywords(

@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 
+from domain.mapping import DEFAULT_PRIORITY_MATRIX
 from domain.taxonomy import Taxonomy
 
 __all__ = ["dataverse_skeleton", "servicenow_skeleton", "slug"]
@@ -100,7 +101,7 @@ def servicenow_skeleton(
     lines += ["", "fields:", "  title: short_description", "  description: description"]
     lines += [f"  {e}: {e}" for e in present]
     lines += ["", "values:"]
-    category_labels: dict[str, str] = {}
+    bound: dict[str, dict[str, str]] = {}
     for element in present:
         entries = []
         for raw, (display, parents) in by_element[element].items():
@@ -108,8 +109,8 @@ def servicenow_skeleton(
             entries.append((raw, display, extra))
         block = binder.render(element, entries)
         lines += block
-        if element == "category":
-            category_labels = _bound_raw(block)
+        bound[element] = _bound_raw(block)
+    category_labels = bound.get("category", {})
     if taxonomy is None and "subcategory" in by_element:
         subs = _bound_raw(binder.render("subcategory", _entries(by_element["subcategory"])))
         parents_block = []
@@ -120,12 +121,29 @@ def servicenow_skeleton(
                 parents_block.append(f"  {label}: {parent}")
         if parents_block:
             lines += ["", "subcategory_parent:   # dependent choice lists", *parents_block]
+    if taxonomy is None:
+        lines += _matrix_lines(bound)
     lines += [
         "",
         "unset:                         # raw values that mean nobody chose yet",
         "  category: []                 # e.g. [inquiry], ServiceNow's default category",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _matrix_lines(bound: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """ServiceNow's default impact × urgency matrix, cut to the impact and urgency labels."""
+    if "impact" not in bound and "urgency" not in bound:
+        return []
+    impacts = set(bound.get("impact", {}).values()) if "impact" in bound else None
+    urgencies = set(bound.get("urgency", {}).values()) if "urgency" in bound else None
+    lines = ["", "priority_matrix:              # impact -> urgency -> priority; check it"]
+    for impact, row in DEFAULT_PRIORITY_MATRIX.items():
+        if impacts is not None and impact not in impacts:
+            continue
+        cells = [f"{u}: {p}" for u, p in row.items() if urgencies is None or u in urgencies]
+        lines.append(f"  {impact}: {{{', '.join(cells)}}}")
+    return lines if len(lines) > 2 else [*lines[:1], "priority_matrix: {}"]
 
 
 def _entries(values: Mapping[str, tuple[str, list[str]]]) -> list[tuple[str, str, str]]:
@@ -186,11 +204,16 @@ def dataverse_skeleton(
             top = _top(raw, parent)
             if top in categories:
                 sub_parent[label] = categories[top]
+    option_labels = {}
     for field, column in bound.items():
-        lines += binder.render(field, options[column])
+        block = binder.render(field, options[column])
+        lines += block
+        option_labels[field] = _bound_raw(block)
     if taxonomy is None and sub_parent:
         lines += ["", "subcategory_parent:   # the Subject tree"]
         lines += [f"  {s}: {c}" for s, c in sub_parent.items()]
+    if taxonomy is None:
+        lines += _matrix_lines(option_labels)
     lines += ["", "write_back:"]
     lines += [f"  {field}: true" for field in bound]
     lines += [
