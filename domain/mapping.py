@@ -40,6 +40,7 @@ __all__ = [
     "FieldMapping",
     "format_validation_error",
     "load_mapping",
+    "parse_mapping",
     "to_ticket",
 ]
 
@@ -307,19 +308,30 @@ def load_mapping(path: str | Path | None = None) -> FieldMapping:
         text = source.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read mapping file {source}: {exc.strerror}") from exc
-    try:
-        data = json.loads(text) if source.suffix == ".json" else _load_yaml(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        kind = "JSON" if source.suffix == ".json" else "YAML"
-        raise ConfigError(f"{source}: not valid {kind}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys to values")
-    if data.get("taxonomy") is not None:
-        from domain.taxonomy import compose_binding, load_taxonomy
+    return parse_mapping(text, name=str(source), json_format=source.suffix == ".json",
+                         base_dir=source.parent)  # fmt: skip
 
-        taxonomy = load_taxonomy(str(data["taxonomy"]), source.parent)
-        data = compose_binding(data, taxonomy, str(source))
+
+def parse_mapping(
+    text: str, *, name: str, json_format: bool = False, base_dir: Path | None = None
+) -> FieldMapping:
+    """Validate a mapping's text; ``name`` (a file name, never a URL with a token) in errors.
+
+    A ``taxonomy:`` reference is resolved against ``base_dir`` (or the built-in taxonomies).
+    """
+    try:
+        data = json.loads(text) if json_format else _load_yaml(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if json_format else "YAML"
+        raise ConfigError(f"{name}: not valid {kind}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{name}: the top level must be a mapping of keys to values")
+    if data.get("taxonomy") is not None:
+        from domain.taxonomy import TAXONOMY_DIR, compose_binding, load_taxonomy
+
+        taxonomy = load_taxonomy(str(data["taxonomy"]), base_dir or TAXONOMY_DIR)
+        data = compose_binding(data, taxonomy, name)
     try:
         return FieldMapping.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(source), exc)) from exc
+        raise ConfigError(format_validation_error(name, exc)) from exc

@@ -2,7 +2,8 @@
 
 The worker's service is built once from settings; the mapping files it read are watched. At most
 every ``check_every_s`` seconds (on the next invocation, no timer needed) the files' identity —
-path, size and modification time — is compared with what the service was built from. When it
+size and modification time of a path, the ETag of an https (blob) URL — is compared with what
+the service was built from. When it
 changed, the service is rebuilt; in-flight invocations finish on the old one, later ones use
 the new one, so no invocation mixes two mappings. A new mapping that fails validation is refused
 with one clear log line (once per change) and the last valid one stays in use: the worker never
@@ -16,6 +17,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 
+from connectors.blob import remote_version
 from domain.errors import ConfigError
 from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH
 
@@ -33,15 +35,18 @@ def mapping_files(env: Mapping[str, str]) -> list[str]:
     return [env[n] for n in names if env.get(n) and env[n] != str(DYNAMICS_DEFAULT_MAPPING_PATH)]
 
 
-def _identity(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
+def _identity(paths: list[str]) -> tuple[tuple[str, str], ...]:
     out = []
     for path in paths:
+        if path.startswith("https://"):
+            out.append((path, remote_version(path)))  # blob: its ETag (a HEAD request)
+            continue
         try:
             st = os.stat(path)
         except OSError:
-            out.append((path, -1, -1))  # gone: a change too (the rebuild then names the error)
+            out.append((path, "gone"))  # a change too (the rebuild then names the error)
             continue
-        out.append((path, st.st_size, st.st_mtime_ns))
+        out.append((path, f"{st.st_size}:{st.st_mtime_ns}"))
     return tuple(out)
 
 
@@ -58,8 +63,8 @@ class MappingWatch:
         self._paths = paths
         self._every = check_every_s
         self._clock = clock
-        self._built_from: tuple[tuple[str, int, int], ...] | None = None
-        self._refused: tuple[tuple[str, int, int], ...] | None = None
+        self._built_from: tuple[tuple[str, str], ...] | None = None
+        self._refused: tuple[tuple[str, str], ...] | None = None
         self._checked_at = float("-inf")
 
     def built(self) -> None:

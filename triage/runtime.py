@@ -77,8 +77,9 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
 def _pipelines(
     settings: Settings, claims: ClaimStore, redactor: Redactor, records: ShadowStore | None
 ) -> list[Pipeline]:
-    from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, load_mapping
+    from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH
     from enrichers import default_enrichers
+    from triage.mapping_store import load_mapping_from
     from triage.pipeline import Pipeline
 
     pipelines = []
@@ -86,7 +87,7 @@ def _pipelines(
     if settings.servicenow is not None:
         from connectors.servicenow import build_servicenow_connector
 
-        mapping = load_mapping(settings.mapping_path)
+        mapping = load_mapping_from(settings.mapping_path)
         model = _model(settings.model_path, mapping, "ENRICH_MODEL_PATH")
         pipelines.append(
             Pipeline(
@@ -102,7 +103,9 @@ def _pipelines(
     if settings.dataverse is not None:
         from connectors.dataverse import build_dataverse_connector
 
-        mapping = load_mapping(settings.dataverse_mapping_path or DYNAMICS_DEFAULT_MAPPING_PATH)
+        mapping = load_mapping_from(
+            settings.dataverse_mapping_path or str(DYNAMICS_DEFAULT_MAPPING_PATH)
+        )
         if mapping.system != "dataverse":
             raise ConfigError(
                 "ENRICH_DATAVERSE_MAPPING_PATH: the mapping's system is not dataverse"
