@@ -164,3 +164,15 @@ def test_run_section_escapes_what_it_shows(tmp_path: Path) -> None:
     assert "category ← cat&lt;egory&gt;" in section
     assert "none: classes are shown by their canonical labels" in section
     assert run["started_at"].endswith("Z") and run["mapping"] is None
+
+
+def test_label_names_come_from_the_taxonomy_a_mapping_binds():
+    from domain.mapping import load_mapping
+    from domain.taxonomy import TAXONOMY_DIR
+    from triage.learn.run_record import label_names
+
+    mapping = load_mapping(TAXONOMY_DIR / "examples" / "customer_service.servicenow.yaml")
+    names = label_names(mapping)
+    category = next(iter(mapping.values["category"]))
+    assert names["category"][category].human  # a human label, as the admin knows the class
+    assert names["category"][category].human == mapping.human_label("category", category)
