@@ -181,13 +181,27 @@ class ServiceProvider:
         self._factory = factory
         self._service: Service | None = None
         self._watch = watch
+        self._failure: ConfigError | None = None
         self._lock = threading.Lock()
 
     def get(self) -> Service:
-        """The worker's service, built on first use (rebuilt when the mapping changed)."""
+        """The worker's service, built on first use (rebuilt when the mapping changed).
+
+        With a watch, a failed first build is logged once and remembered: later calls raise the
+        same ``ConfigError`` without rebuilding until a watched mapping file changes.
+        """
         with self._lock:
             if self._service is None:
-                self._service = self._build()
+                failed = self._failure
+                if failed is not None and self._watch is not None and not self._watch.changed():
+                    raise failed
+                try:
+                    self._service = self._build()
+                except ConfigError as exc:
+                    log.error("the service cannot start: %s", exc)
+                    self._failure = exc
+                    raise
+                self._failure = None
             elif self._watch is not None and self._watch.changed():
                 try:
                     self._service = self._build()

@@ -26,7 +26,7 @@ def ticket_preview(req: func.HttpRequest) -> func.HttpResponse:
     try:
         service = services.get()
     except ConfigError as exc:
-        log.error("configuration error: %s", exc)
+        log.debug("not configured: %s", exc)  # the service provider logged it once
         return misconfigured()
     reply = preview_call(req.get_body(), dict(req.headers), service.pipeline_for)
     body = json.dumps(reply.body, ensure_ascii=False).encode("utf-8")

@@ -22,6 +22,6 @@ def state_cleanup(timer: func.TimerRequest) -> None:
     try:
         service = services.get()
     except ConfigError as exc:
-        log.error("configuration error: %s", exc)
+        log.debug("not configured: %s", exc)  # the service provider logged it once
         return
     service.purge_state()

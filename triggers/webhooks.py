@@ -34,7 +34,7 @@ def servicenow_webhook(req: func.HttpRequest, out: func.Out[str]) -> func.HttpRe
     try:
         service = services.get()
     except ConfigError as exc:
-        log.error("configuration error: %s", exc)
+        log.debug("not configured: %s", exc)  # the service provider logged it once
         return misconfigured()
     return _answer(service.accept_servicenow_webhook(req.get_body(), dict(req.headers)), out)
 
@@ -50,7 +50,7 @@ def dynamics_webhook(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResp
     try:
         service = services.get()
     except ConfigError as exc:
-        log.error("configuration error: %s", exc)
+        log.debug("not configured: %s", exc)  # the service provider logged it once
         return misconfigured()
     reply = service.accept_dataverse_webhook(req.get_body(), dict(req.headers), dict(req.params))
     return _answer(reply, out)

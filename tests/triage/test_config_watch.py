@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from domain.errors import ConfigError
 from domain.mapping import DEFAULT_MAPPING_PATH
 from tests.triage.test_runtime import ENV
 from triage.config_watch import MappingWatch
@@ -90,3 +91,29 @@ def test_without_a_watch_the_service_is_built_once(mapping_env):
     _touch(path, path.read_text(encoding="utf-8"))
     provider.get()
     assert len(builds) == 1
+
+
+def test_an_invalid_mapping_at_start_is_logged_once_until_it_changes(mapping_env, caplog):
+    env, path = mapping_env
+    good = path.read_text(encoding="utf-8")
+    _touch(path, good.replace("impact: 0.8", "impact: 7"))
+    clock = Clock()
+    builds = []
+
+    def factory():
+        builds.append(1)
+        return build_service(env)
+
+    provider = ServiceProvider(
+        factory, watch=MappingWatch(lambda: [str(path)], check_every_s=30, clock=clock)
+    )
+    with caplog.at_level(logging.ERROR):
+        for t in (0, 5, 40, 80):
+            clock.t = t
+            with pytest.raises(ConfigError, match=r"min_confidence\.impact"):
+                provider.get()
+    assert len(builds) == 1
+    assert len([r for r in caplog.records if "cannot start" in r.getMessage()]) == 1
+    _touch(path, good)
+    clock.t = 120
+    assert provider.get() is not None and len(builds) == 2
