@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 
-from connectors.blob import remote_version
 from domain.errors import ConfigError
 from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH
 
@@ -39,6 +38,8 @@ def _identity(paths: list[str]) -> tuple[tuple[str, str], ...]:
     out = []
     for path in paths:
         if path.startswith("https://"):
+            from connectors.blob import remote_version  # requests: only for a blob mapping
+
             out.append((path, remote_version(path)))  # blob: its ETag (a HEAD request)
             continue
         try:

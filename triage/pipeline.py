@@ -23,9 +23,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from connectors.base import Connector, SourceRecord
-from connectors.shadow import ShadowRecord, ShadowStore
 from connectors.state import ClaimStore, MemoryClaimStore
 from domain.errors import ClaimedError, ConflictError, ConnectorError
 from domain.mapping import FieldMapping, to_ticket
@@ -35,6 +35,9 @@ from enrichers.base import Enricher
 from enrichers.engine import run_enrichers
 from triage.policy import decide, render_note, to_changes, write_limits
 from triage.restore import RaceRepair, may_have_landed
+
+if TYPE_CHECKING:
+    from connectors.shadow import ShadowStore  # Table Storage SDK: only when recording
 
 __all__ = [
     "DEFAULT_LEASE_S",
@@ -272,6 +275,8 @@ class Pipeline:
     ) -> str:
         """Record each decision (shadow mode: what would have happened; else what did)."""
         sources = {s.field: s.source for s in suggestions}
+        from connectors.shadow import ShadowRecord
+
         rows = [
             ShadowRecord(
                 system=record.system,

@@ -26,7 +26,6 @@ from domain.mapping import FieldMapping
 from domain.models import CANONICAL_FIELDS, FIELD_NAME_PATTERN, Ticket
 from enrichers.base import Enricher
 from enrichers.engine import Explained, run_enrichers_explained
-from enrichers.learned import LearnedEnricher
 from triage.inbound import bounded, check_size, describe_validation_error, excerpt, parse_json
 from triage.pipeline import Pipeline
 from triage.policy import decide
@@ -90,6 +89,8 @@ def explain_ticket(
     """
     explained = run_enrichers_explained(enrichers, ticket)
     decisions = {d.field: d for d in decide(ticket, explained.chosen, mapping)}
+    from enrichers.learned import LearnedEnricher  # numpy: only when a preview is asked for
+
     has_model = any(isinstance(e, LearnedEnricher) for e in enrichers)
     out: dict[str, dict[str, Any]] = {}
     for name in field_names(mapping, explained):
