@@ -2,7 +2,7 @@
 
 Every response carries ``X-Transaction-ID`` (12 hex chars, as real instances send) so callers
 can put a request id in their errors. Deliberate simplifications: the user's time zone is UTC,
-no Batch API, journal fields read back as "" in every display mode.
+journal fields read back as "" in every display mode.
 
 Queries (``sysparm_query``, see encoded_query): what the connector may send is implemented,
 including dot-walking through reference fields (``caller_id.user_name=x``, ``ORDERBY`` too);
@@ -16,7 +16,8 @@ field, journal entries included); ``update_record``, ``before_write`` and the st
 edit and the races of a timed-out PATCH.
 
 Helpers: servicenow_schema (tables, reference fields, dot-walking), servicenow_auth (basic,
-OAuth client credentials, rate limit rules), write_faults (the staged write faults).
+OAuth client credentials, rate limit rules), servicenow_batch (``POST /api/now/v1/batch``),
+write_faults (the staged write faults).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from urllib.parse import urlencode
 from tests.simulators import Clock, FakeClock, LoopbackServer, Request, Response, SystemClock
 from tests.simulators.encoded_query import UnsupportedQueryError, parse
 from tests.simulators.servicenow_auth import InstanceAuth, RateLimitMode, RateLimitRule
+from tests.simulators.servicenow_batch import BATCH_PATH, BatchEndpoint
 from tests.simulators.servicenow_schema import (
     AUDITED_TABLES,
     AUTO_FIELDS,
@@ -164,6 +166,7 @@ class ServiceNowSimulator(LoopbackServer):
         self._before_write: BeforeWrite | None = None
         self._write_faults = WriteFaults()
         self._audit_seq = itertools.count(1)
+        self.batch = BatchEndpoint(self)  # POST /api/now/v1/batch; .max_serviced, .cut_next
         if default_choices:
             self._seed_choices()
 
@@ -408,15 +411,18 @@ class ServiceNowSimulator(LoopbackServer):
         parts = req.path.strip("/").split("/")
         if req.path == "/oauth_token.do" and req.method == "POST":
             return None, self._auth.issue_token(req)
+        batch = req.path.rstrip("/") == BATCH_PATH  # only the versioned URL (servicenow.md §7)
         if parts[:2] == ["api", "now"] and len(parts) > 3 and parts[2][:1] == "v":
             del parts[2]  # /api/now/v2/table/... == /api/now/table/...
-        if parts[:3] != ["api", "now", "table"] or len(parts) not in (4, 5):
+        if not batch and (parts[:3] != ["api", "now", "table"] or len(parts) not in (4, 5)):
             return None, _error(400, "Requested URI does not represent any resource", None)
         user = self._auth.authenticate(req.headers.get("authorization", ""))
         if user is None:
             resp = _error(401, "User is not authenticated", "Required to provide Auth information")
             resp.headers["WWW-Authenticate"] = 'BASIC realm="Service-now"'
             return None, resp
+        if batch:  # sub-requests run as this user, each counted by the rate limit
+            return user, self.batch.serve(req, user)
         blocked, limit_headers = self._auth.rate_limit(user, req.method, parts[3])
         if blocked:
             resp = _error(429, "Too Many Requests", "Rate limit exceeded")
