@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from domain.errors import ConfigError
 from domain.mapping import FieldMapping
@@ -38,8 +38,6 @@ __all__ = [
     "window_order",
     "window_query",
 ]
-
-Platform = Literal["servicenow", "dataverse"]
 
 #: Per platform: the created and updated time columns a run can be windowed by.
 TIME_FIELDS: dict[str, dict[str, str]] = {
