@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -29,6 +29,9 @@ from domain.errors import ConfigError, RejectedError, UnavailableError
 from domain.models import SYS_ID_PATTERN, TABLE_PATTERN
 from domain.redact import Redactor
 from domain.settings import HttpSettings, ServiceNowSettings, Settings
+
+if TYPE_CHECKING:
+    from connectors.servicenow_batch import BatchOutcome
 
 __all__ = ["ServiceNowConnector", "build_servicenow_connector"]
 
@@ -90,6 +93,7 @@ class ServiceNowConnector:
         self._base = settings.base_url
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
+        self._sleep = sleep
         # Error text built from responses is scrubbed of the configured password or client
         # secret in every form; a shared redactor (the runtime's) gets them added.
         self.redactor = redactor if redactor is not None else Redactor()
@@ -143,6 +147,23 @@ class ServiceNowConnector:
             request_id_of(response),
         )
         return SourceRecord(SYSTEM, table, record_id, stored)
+
+    def update_many(
+        self,
+        table: str,
+        updates: Sequence[tuple[str, Mapping[str, str]]],
+        *,
+        batch_size: int = 50,
+    ) -> list[BatchOutcome]:
+        """PATCH many records through the Batch API (``connectors.servicenow_batch``).
+
+        One ``BatchOutcome`` per update, in order: the record as ``update()`` would return it,
+        or the error it would have raised. Unserviced requests are re-sent; serviced never.
+        """
+        from connectors.servicenow_batch import ServiceNowBatch  # it imports this module
+
+        batch = ServiceNowBatch(self._http, self._base, batch_size=batch_size, sleep=self._sleep)
+        return batch.update_many(table, updates)
 
     def iter_records(
         self, table: str, query: str, fields: Sequence[str], *, page_size: int | None = None
