@@ -35,7 +35,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from connectors.queue import map_storage_error
 from connectors.table_state import LazyTable
@@ -182,6 +182,7 @@ Row = dict[str, Any]
 
 class _Rows(Protocol):
     def insert(self, partition: str, key: str, data: Row) -> bool: ...
+    def insert_many(self, partition: str, rows: Sequence[tuple[str, Row]]) -> None: ...
     def get(self, partition: str, key: str) -> tuple[Row, str] | None: ...
     def replace(self, partition: str, key: str, data: Row, etag: str) -> str | None: ...
     def list(self, partition: str) -> list[tuple[str, Row, str]]: ...
@@ -208,10 +209,14 @@ class RowCheckpointStore:
         if len(text) > 30_000:
             raise ConfigError("the run's spec is too large to store")
         run = {"kind": "run", "windows": len(windows), "spec": text, "created_at": self._now()}
+        now = self._now()
+        rows = [
+            (_key(index), _to_row(Checkpoint(run_id, index, start=start, end=end), now))
+            for index, (start, end) in enumerate(windows)
+        ]
+        # Windows first, the run row last: a run row means its windows all exist.
+        self._rows.insert_many(run_id, rows)
         self._rows.insert(run_id, _RUN_ROW, run)
-        for index, (start, end) in enumerate(windows):
-            row = _to_row(Checkpoint(run_id, index, start=start, end=end), self._now())
-            self._rows.insert(run_id, _key(index), row)
 
     def acquire(self, run_id: str, index: int, *, lease_s: float) -> WindowLease:
         """Take the window, or say it is busy (with the lease's remaining time), done or failed."""
@@ -388,6 +393,10 @@ class _MemoryRows:
             part[key] = (dict(data), uuid.uuid4().hex)
             return True
 
+    def insert_many(self, partition: str, rows: Sequence[tuple[str, Row]]) -> None:
+        for key, data in rows:
+            self.insert(partition, key, data)
+
     def get(self, partition: str, key: str) -> tuple[Row, str] | None:
         with self.lock:
             found = self.data.get(partition, {}).get(key)
@@ -477,6 +486,12 @@ class _FileRows:
             part[key] = [data, uuid.uuid4().hex]
             return True
 
+    def insert_many(self, partition: str, rows: Sequence[tuple[str, Row]]) -> None:
+        with self._locked() as data:  # one rewrite of the file for the whole run
+            part = data.setdefault(partition, {})
+            for key, row in rows:
+                part.setdefault(key, [row, uuid.uuid4().hex])
+
     def get(self, partition: str, key: str) -> tuple[Row, str] | None:
         with self._locked() as rows:
             found = rows.get(partition, {}).get(key)
@@ -521,6 +536,21 @@ class _TableRows:
         except AzureError as exc:
             raise map_storage_error(exc, "create backfill row") from exc
         return True
+
+    def insert_many(self, partition: str, rows: Sequence[tuple[str, Row]]) -> None:
+        """Entity-group transactions of 100 (one partition); a chunk holding a row that
+        exists already (a repeated or crashed create) falls back to row-by-row inserts."""
+        self._table.ensure()
+        for at in range(0, len(rows), 100):
+            chunk = rows[at : at + 100]
+            ops = [("create", {"PartitionKey": partition, "RowKey": k, **r}) for k, r in chunk]
+            try:
+                self._table.client.submit_transaction(ops)
+            except TableTransactionError:
+                for key, data in chunk:
+                    self.insert(partition, key, data)
+            except AzureError as exc:
+                raise map_storage_error(exc, "create backfill windows") from exc
 
     def get(self, partition: str, key: str) -> tuple[Row, str] | None:
         self._table.ensure()

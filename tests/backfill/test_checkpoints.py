@@ -128,6 +128,20 @@ def test_create_run_again_keeps_progress(stores):
     assert windows[1].counts.scanned == 4
 
 
+def test_a_large_run_is_created_whole_and_a_crashed_create_completes_it(stores):
+    _, make = stores
+    store = make()
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    spans = [(f"s{i}", f"e{i}") for i in range(230)]
+    store.create_run(run_id, spans[:150])  # the first attempt died after 150 windows
+    store.finish(_held(store.acquire(run_id, 120, lease_s=LEASE)), Counts(scanned=7))
+    make().create_run(run_id, spans)
+    windows = make().windows(run_id)
+    assert [(w.index, w.start) for w in windows] == [(i, f"s{i}") for i in range(230)]
+    assert (windows[120].status, windows[120].counts.scanned) == ("done", 7)
+    assert make().run_status(run_id).by_status == {"pending": 229, "done": 1}
+
+
 def test_unknown_windows_and_runs(stores):
     _, make = stores
     store = make()
