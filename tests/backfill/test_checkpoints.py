@@ -26,12 +26,11 @@ from azure.data.tables import TableClient
 from connectors.backfill_state import (
     CheckpointStore,
     Counts,
-    FileCheckpointStore,
     MemoryCheckpointStore,
     RowCheckpointStore,
-    TableCheckpointStore,
     WindowLease,
 )
+from connectors.backfill_stores import FileCheckpointStore, TableCheckpointStore
 from domain.errors import ClaimedError, ConfigError
 from domain.mapping import load_mapping
 from tests.simulators import FakeClock
@@ -434,7 +433,8 @@ def test_file_store_survives_a_real_sigkill_mid_window(tmp_path: Path):
     run_id = _run(store)
     script = f"""
 import os, signal
-from connectors.backfill_state import Counts, FileCheckpointStore
+from connectors.backfill_state import Counts
+from connectors.backfill_stores import FileCheckpointStore
 store = FileCheckpointStore({str(path)!r})
 lease = store.acquire({run_id!r}, 0, lease_s=60)
 for i in range(5):
