@@ -298,3 +298,19 @@ class TestInMemoryJobQueue:
             queue.send("a", delay_s=float("nan"))
         queue.send("a" * MAX_TEXT_BYTES)
         assert len(queue.sent) == 1
+
+
+def test_the_queue_sdk_is_imported_only_when_a_message_is_sent():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from connectors.queue import DEV_STORAGE_CONNECTION_STRING, StorageJobQueue\n"
+        "q = StorageJobQueue.from_connection_string(DEV_STORAGE_CONNECTION_STRING, 'jobs')\n"
+        "print(q.queue_name, 'azure.storage.queue' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out == ["jobs", "False"]  # the worker's cold start does not pay for the SDK
