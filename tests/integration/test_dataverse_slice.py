@@ -9,19 +9,18 @@ from dataclasses import dataclass, field
 
 import azure.functions as func
 import pytest
-import requests
 
 import function_app
-from connectors._msal import MsalTokenProvider
 from connectors.dataverse import DataverseConnector
 from connectors.queue import InMemoryJobQueue
 from connectors.state import MemoryClaimStore
 from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, load_mapping
-from domain.settings import DataverseSettings, HttpSettings, Settings, WebhookSettings
+from domain.settings import HttpSettings, Settings, WebhookSettings
 from enrichers import default_enrichers
 from tests.integration.conftest import Delivery
 from tests.simulators import FakeClock
 from tests.simulators.dataverse import DataverseSimulator
+from tests.simulators.dataverse_testkit import simulator_connector, tls_session
 from triage.dataverse_inbound import WebhookKeys
 from triage.pipeline import Pipeline
 from triage.service import Service
@@ -78,32 +77,12 @@ def dv() -> Iterator[DvSlice]:
     clock = FakeClock(start=1_800_000_000.0)
     sim = DataverseSimulator(clients={CLIENT[0]: CLIENT[1]}, clock=clock)
     with sim:
-        sim.tokens.resource = sim.url  # the simulated environment lives at its loopback URL
-        session = requests.Session()
-        # REQUESTS_CA_BUNDLE (set on these machines) would override session.verify (requests
-        # issue 3829): ignore the environment, trust the simulator's throw-away certificate.
-        session.trust_env = False
-        session.verify = sim.ca_path
-        settings = DataverseSettings(
-            org_url=sim.url,
-            tenant_id=sim.tenant,
-            client_id=CLIENT[0],
-            client_secret=CLIENT[1],
-            authority_host=sim.url,
+        session = tls_session(sim)
+        mapping = load_mapping(DYNAMICS_DEFAULT_MAPPING_PATH)
+        connector, _ = simulator_connector(
+            sim, CLIENT[0], CLIENT[1], mapping.column_types(), session=session
         )
         http = HttpSettings(read_timeout_s=5.0, backoff_initial_s=0.1, backoff_max_s=1.0)
-        mapping = load_mapping(DYNAMICS_DEFAULT_MAPPING_PATH)
-        tokens = MsalTokenProvider(settings, http_client=session, validate_authority=False)
-        connector = DataverseConnector(
-            settings,
-            http,
-            field_types=mapping.column_types(),
-            token_provider=tokens,
-            session=session,
-            sleep=clock.advance,
-            now=clock.now,
-            monotonic=clock.now,
-        )
         claims = MemoryClaimStore(now=clock.now)
         pipeline = Pipeline(connector, mapping, default_enrichers(mapping), claims=claims)
         servicenow = Pipeline(connector, load_mapping(), [], claims=claims)  # unused here

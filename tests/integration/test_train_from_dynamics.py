@@ -13,16 +13,15 @@ import pytest
 import requests
 import yaml
 
-from connectors._msal import MsalTokenProvider
 from connectors.dataverse import DataverseConnector
 from connectors.state import MemoryClaimStore
 from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH, FieldMapping, load_mapping
-from domain.settings import DataverseSettings, HttpSettings, Settings
+from domain.settings import DataverseSettings, Settings
 from enrichers import default_enrichers
 from tests.learn import make_tickets
 from tests.simulators import FakeClock
 from tests.simulators.dataverse import PERSON, DataverseSimulator
-from tests.simulators.dataverse_testkit import tls_session
+from tests.simulators.dataverse_testkit import simulator_connector, tls_session
 from triage.cli import build_parser
 from triage.learn.cli import run_train
 from triage.model_store import load_model
@@ -54,27 +53,8 @@ def mapping_file(tmp_path: Path, subjects: dict[str, str]) -> Path:
 def connect(
     sim: DataverseSimulator, mapping: FieldMapping, session: requests.Session
 ) -> tuple[DataverseConnector, DataverseSettings]:
-    settings = DataverseSettings(
-        org_url=sim.url,
-        tenant_id=sim.tenant,
-        client_id=CLIENT[0],
-        client_secret=CLIENT[1],
-        authority_host=sim.url,
-        page_size=PAGE,
-    )
-    tokens = MsalTokenProvider(settings, http_client=session, validate_authority=False)
-    clock = sim.clock
-    assert isinstance(clock, FakeClock)
-    http = HttpSettings(read_timeout_s=5.0, backoff_initial_s=0.1, backoff_max_s=1.0)
-    connector = DataverseConnector(
-        settings,
-        http,
-        field_types=mapping.column_types(),
-        token_provider=tokens,
-        session=session,
-        sleep=clock.advance,
-        now=clock.now,
-        monotonic=clock.now,
+    connector, settings = simulator_connector(
+        sim, CLIENT[0], CLIENT[1], mapping.column_types(), session=session, page_size=PAGE
     )
     return connector, settings
 

@@ -68,3 +68,43 @@ class Receiver(LoopbackServer):
         """Raw bodies received so far."""
         with self._lock:
             return [r.body for r in self.received]
+
+
+def simulator_connector(
+    sim: DataverseSimulator,
+    client: str,
+    secret: str,
+    field_types: dict[str, str],
+    *,
+    session: requests.Session | None = None,
+    **settings: Any,
+) -> tuple[Any, Any]:
+    """(DataverseConnector, DataverseSettings) for ``sim`` over its TLS, msal from its token
+    endpoint, the simulator's FakeClock for sleeps and timing. The environment is taken to live
+    at the simulator's loopback URL (the token audience is set to it)."""
+    from connectors._msal import MsalTokenProvider
+    from connectors.dataverse import DataverseConnector
+    from domain.settings import DataverseSettings, HttpSettings
+
+    sim.tokens.resource = sim.url
+    session = session if session is not None else tls_session(sim)
+    dataverse = DataverseSettings(
+        org_url=sim.url,
+        tenant_id=sim.tenant,
+        client_id=client,
+        client_secret=secret,
+        authority_host=sim.url,
+        **settings,
+    )
+    clock = sim.clock
+    connector = DataverseConnector(
+        dataverse,
+        HttpSettings(read_timeout_s=5.0, backoff_initial_s=0.1, backoff_max_s=1.0),
+        field_types=field_types,
+        token_provider=MsalTokenProvider(dataverse, http_client=session, validate_authority=False),
+        session=session,
+        sleep=getattr(clock, "advance", lambda s: None),
+        now=clock.now,
+        monotonic=clock.now,
+    )
+    return connector, dataverse
