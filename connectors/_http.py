@@ -20,6 +20,14 @@ after ``max_attempts`` or when the next wait would overrun ``max_elapsed_s``. A 
 more than ``max_retry_wait_s`` is not slept on: it surfaces at once so the queue worker can
 re-enqueue the job with a visibility delay. Which failures are retried depends on whether the
 call is idempotent: see ``should_retry``.
+
+Throttle hook: ``on_throttle(seconds)`` is called once per 429 answer — the request's own answer,
+whatever its hint (``Retry-After`` seconds or HTTP-date, ``X-RateLimit-Reset``, none; Dataverse's
+service-protection codes come as a 429 too), and a part of a batch answer mapped through
+``error_for`` — with the wait the platform asked for, or the client's own backoff when it gave
+no hint (``backoff_initial_s`` for a batch part), BEFORE the client waits or gives up. A shared
+request budget (``connectors.backfill_pacing.SharedBudget.throttled``) uses it to slow every
+instance down. A callback that raises is logged (its type only) and otherwise ignored.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from connectors._auth import BearerAuth
@@ -176,8 +184,11 @@ class HttpClient:
         monotonic: Callable[[], float] = time.monotonic,
         redactor: Redactor | None = None,
         pacer: Callable[[], AbstractContextManager[None]] | None = None,
+        on_throttle: Callable[[float], None] | None = None,
     ) -> None:
         self.system = system
+        # Told the wait of every 429 before the client sleeps on it or gives up (module doc).
+        self._on_throttle = on_throttle
         # Each attempt is sent inside ``pacer()`` (connectors._pacing.Pacer.slot), if given.
         self._pacer = pacer if pacer is not None else nullcontext
         self.redactor = redactor if redactor is not None else Redactor()
@@ -221,8 +232,16 @@ class HttpClient:
         return retrying(self._send, method, url, params, body, headers, accept)
 
     def error_for(self, method: str, url: str, response: requests.Response) -> ConnectorError:
-        """The typed error for a failed response (also for one part of a ``$batch`` answer)."""
-        return self._error_for(method.upper(), url, response)
+        """The typed error for a failed response (also for one part of a ``$batch`` answer).
+
+        A 429 is reported to ``on_throttle`` (its hint, else ``backoff_initial_s``): the caller
+        holds a throttled answer the retry layer never saw.
+        """
+        error = self._error_for(method.upper(), url, response)
+        if isinstance(error, ThrottledError):
+            hint = error.retry_after_s
+            self._throttled(hint if hint is not None else self._settings.backoff_initial_s)
+        return error
 
     def close(self) -> None:
         """Close the session if this client created it."""
@@ -241,19 +260,43 @@ class HttpClient:
             elapsed = self._monotonic() - started
             return elapsed + state.upcoming_sleep > settings.max_elapsed_s
 
-        def retry(exc: BaseException) -> bool:
+        # The backoff drawn for a hint-less 429 (jittered), so the wait taken is the one reported.
+        planned: dict[int, float] = {}
+
+        def retry(state: RetryCallState) -> bool:
+            # tenacity asks this first, before it computes the wait or checks the budget.
+            exc = state.outcome.exception() if state.outcome else None
+            if exc is None:
+                return False
+            if isinstance(exc, ThrottledError):
+                wait = exc.retry_after_s
+                if wait is None:
+                    wait = planned[state.attempt_number] = float(self._backoff(state))
+                self._throttled(wait)
             return should_retry(
                 exc, idempotent=idempotent, max_retry_wait_s=settings.max_retry_wait_s
             )
 
+        def wait(state: RetryCallState) -> float:
+            drawn = planned.pop(state.attempt_number, None)
+            return drawn if drawn is not None else self._wait(state)
+
         return Retrying(
-            retry=retry_if_exception(retry),
-            wait=self._wait,
+            retry=retry,
+            wait=wait,
             stop=stop,
             sleep=self._sleep,
             before_sleep=lambda state: self._log_retry(method, state),
             reraise=True,
         )
+
+    def _throttled(self, wait_s: float) -> None:
+        if self._on_throttle is None:
+            return
+        try:
+            self._on_throttle(wait_s)
+        except Exception as exc:  # a budget's failure must not fail the platform call
+            log.warning("%s: the throttle callback failed (%s)", self.system, type(exc).__name__)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
