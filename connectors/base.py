@@ -6,7 +6,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-__all__ = ["Connector", "SourceRecord", "System"]
+from domain.errors import ConnectorError, UnavailableError
+
+__all__ = [
+    "BatchConnector",
+    "Connector",
+    "RecordPage",
+    "SourceRecord",
+    "System",
+    "Update",
+    "WriteOutcome",
+]
 
 System = Literal["servicenow", "dataverse"]
 
@@ -20,6 +30,51 @@ class SourceRecord:
     record_id: str
     fields: Mapping[str, Any] = field(default_factory=dict)
     etag: str | None = None  # Dataverse @odata.etag; None for ServiceNow
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """One page of a query, in the query's order (``read_page``).
+
+    ``more``: the query may have rows after this page. ``cursor``: Dataverse's
+    ``@odata.nextLink`` to continue with (None on the last page); always None on ServiceNow,
+    where the caller pages by keyset (its query continues after the last record it saw).
+    """
+
+    records: list[SourceRecord]
+    more: bool
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What became of one update of a batch: ``record`` (as ``update()`` returns it) or ``error``.
+
+    ``may_have_run`` is False only when the write provably did not apply (never sent, refused
+    before processing with 401/403/429, left unserviced, 404/412, a change set rolled back):
+    then it may be sent again as is. When True and ``error`` is set, the outcome is unknown:
+    re-read the record (and look for our note) before writing again.
+    """
+
+    record_id: str
+    record: SourceRecord | None = None
+    error: ConnectorError | None = None
+    may_have_run: bool = True
+
+    @property
+    def ok(self) -> bool:
+        """Whether the update was applied and answered."""
+        return self.record is not None
+
+    def result(self) -> SourceRecord:
+        """The stored record, or raise the error (what ``update()`` would have done)."""
+        if self.record is None:
+            raise self.error or UnavailableError("no answer for this update", system="unknown")
+        return self.record
+
+
+# (record_id, changes as update() takes them (the note field included), etag read or None)
+Update = tuple[str, Mapping[str, str], str | None]
 
 
 class Connector(Protocol):
@@ -91,4 +146,28 @@ class Connector(Protocol):
         self, table: str, query: str, fields: Sequence[str], *, page_size: int | None = None
     ) -> Iterator[SourceRecord]:
         """Yield every record matching a platform query, paging in a stable order."""
+        ...
+
+
+class BatchConnector(Connector, Protocol):
+    """A connector that reads one page at a time and writes many records per request (backfills).
+
+    Not part of ``Connector``: the live pipeline (and its test fakes) need neither.
+    """
+
+    def read_page(
+        self,
+        table: str,
+        query: str,
+        fields: Sequence[str],
+        *,
+        limit: int,
+        cursor: str | None = None,
+        order: str | None = None,
+    ) -> RecordPage:
+        """Read ONE page of at most ``limit`` records matching ``query`` in a stable order."""
+        ...
+
+    def update_many(self, table: str, updates: Sequence[Update]) -> list[WriteOutcome]:
+        """Write each ``(record_id, changes, etag)``; one outcome per update, in order."""
         ...

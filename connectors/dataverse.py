@@ -1,17 +1,14 @@
-"""Dataverse (Dynamics 365) Web od.API v9.2 connector: raw values in, raw values out.
+"""Dataverse (Dynamics 365) Web API v9.2 connector: raw values in, raw values out.
 
 Reads send the headers of dataverse.md §1 and an explicit ``$select``; choices come back as
 integers, lookups as ``_<name>_value`` GUIDs, and the record's ``@odata.etag`` becomes
-``SourceRecord.etag``. Writes are one ``$batch`` holding ONE change set (all or nothing): the
-PATCH of the values with ``If-Match: <etag read>`` (``*`` only when no etag is known, so a missing
-case is never created: 404), and, when ``changes`` holds the pseudo-field ``annotation``, the POST
-of that note on the case. A 412 means a person or process changed the case since our read: it
-surfaces as ``ConflictError`` for the caller to re-read and re-decide; nothing was written.
-
-Values are converted by the ``field_types`` given at construction: ``text`` as is, ``choice``
-→ int, ``lookup:<entity set>`` → ``<nav>@odata.bind: /<entity set>(<guid>)`` where ``<nav>`` is
-the read name without ``_`` and ``_value`` (``_subjectid_value`` → ``subjectid``). A column with
-no declared type is refused. ``MSCRM.BypassBusinessLogicExecution`` is sent on writes when
+``SourceRecord.etag``. Pages follow ``@odata.nextLink`` unchanged (never ``$skip``), and only
+on this organisation. Writes (``connectors.dataverse_writes``) are ``$batch`` change sets, one
+per case, all or nothing: the PATCH of the values with ``If-Match: <etag read>`` and the POST of
+the note. A 412 means a person or process changed the case since our read: it surfaces as
+``ConflictError`` for the caller to re-read and re-decide; nothing was written. Values are
+converted by the ``field_types`` given at construction (``text``, ``choice``,
+``lookup:<entity set>``); ``MSCRM.BypassBusinessLogicExecution`` is sent on writes when
 configured (the application user needs ``prvBypassCustomBusinessLogic``).
 
 Every attempt goes through the ``Pacer`` (client-side service-protection pacing) and the one
@@ -25,6 +22,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import requests
 
@@ -33,16 +31,8 @@ from connectors._auth import BearerAuth, TokenProvider
 from connectors._http import HttpClient, request_id_of
 from connectors._msal import MsalTokenProvider
 from connectors._pacing import Pacer
-from connectors.base import SourceRecord, System
-from connectors.odata_batch import (
-    BatchFormatError,
-    BatchRequest,
-    BatchResult,
-    ChangeSet,
-    build_batch,
-    first_failure,
-    parse_batch_response,
-)
+from connectors.base import RecordPage, SourceRecord, System, Update, WriteOutcome
+from connectors.dataverse_writes import DEFAULT_CASES_PER_BATCH, DataverseWrites
 from domain.errors import ConfigError, RejectedError, UnavailableError
 from domain.redact import Redactor
 from domain.settings import DataverseSettings, HttpSettings, Settings
@@ -55,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 class DataverseConnector:
-    """Reads and writes Dataverse records through the Web od.API (``incidents`` and friends)."""
+    """Reads and writes Dataverse records through the Web API (``incidents`` and friends)."""
 
     system: System = od.SYSTEM
 
@@ -76,8 +66,7 @@ class DataverseConnector:
     ) -> None:
         self._settings = settings
         self._base = settings.base_url
-        self._field_types = od.check_field_types(field_types)
-        self._note_subject = note_subject
+        field_types = od.check_field_types(field_types)
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
         self.redactor = redactor if redactor is not None else Redactor()
@@ -97,6 +86,13 @@ class DataverseConnector:
             monotonic=monotonic,
             redactor=self.redactor,
             pacer=self.pacer.slot,
+        )
+        self._writes = DataverseWrites(
+            self._http,
+            self._base,
+            field_types=field_types,
+            note_subject=note_subject,
+            bypass_business_logic=settings.bypass_business_logic,
         )
         self._who_am_i: str | None = None
 
@@ -126,27 +122,9 @@ class DataverseConnector:
         ``ConflictError`` (412) when the record changed since ``etag`` was read, ``NotFoundError``
         when it is gone: in both cases nothing was written.
         """
-        if not changes:
-            raise RejectedError("update with no changes", system=od.SYSTEM)
-        path = self._record_path(table, record_id)
-        values = {k: v for k, v in changes.items() if k != od.NOTE_FIELD}
-        extra = self._bypass_headers()
-        requests_: list[BatchRequest] = []
-        if values:
-            headers = {**od.BASE_HEADERS, **extra, "If-Match": etag if etag is not None else "*"}
-            body = dict(self._convert(k, v) for k, v in values.items())
-            requests_.append(BatchRequest("PATCH", path, headers, body, content_id="1"))
-        if od.NOTE_FIELD in changes:
-            note = {
-                "subject": self._note_subject,
-                "notetext": changes[od.NOTE_FIELD],
-                f"objectid_{table}@odata.bind": path.removeprefix(od.API),
-            }
-            headers = {**od.BASE_HEADERS, **extra}
-            requests_.append(
-                BatchRequest("POST", f"{od.API}/annotations", headers, note, content_id="2")
-            )
-        response = self._send_change_set(requests_, extra)
+        operations = self._writes.change_set(table, record_id, changes, etag)
+        response = self._writes.send_change_set(operations)
+        values = [k for k in changes if k != od.NOTE_FIELD]
         log.info(
             "dataverse: updated %s/%s fields=%s note=%s request_id=%s",
             table,
@@ -156,6 +134,18 @@ class DataverseConnector:
             request_id_of(response),
         )
         return self.get(table, record_id, [*values, *od.AUDIT_FIELDS])
+
+    def update_many(
+        self,
+        table: str,
+        updates: Sequence[Update],
+        *,
+        cases_per_batch: int = DEFAULT_CASES_PER_BATCH,
+    ) -> list[WriteOutcome]:
+        """Write each ``(record_id, changes, etag)`` as one change set, up to ``cases_per_batch``
+        change sets per ``$batch`` (``connectors.dataverse_writes``); one outcome per update, in
+        order, each record built from the PATCH's representation (no re-read)."""
+        return self._writes.update_many(table, updates, cases_per_batch=cases_per_batch)
 
     def has_note(
         self, table: str, record_id: str, marker: str, *, element: str = od.NOTE_FIELD
@@ -202,41 +192,50 @@ class DataverseConnector:
         Pages with ``Prefer: odata.maxpagesize`` and follows ``@odata.nextLink`` unchanged
         (never ``$skip``); a link off this organisation or seen before is refused.
         """
-        entity_set = od.entity_set(table)
-        key = f"{table}id"
         size = page_size if page_size is not None else self._settings.page_size
-        if not 1 <= size <= 5000:
-            raise RejectedError(f"page_size must be 1..5000, got {size}", system=od.SYSTEM)
-        order = order_by if order_by is not None else f"createdon asc,{key} asc"
-        if not od.ORDER_RE.fullmatch(order):
-            raise RejectedError("invalid $orderby", system=od.SYSTEM)
-        if re.search(r"[\x00-\x1f]", query):
-            raise RejectedError("invalid $filter", system=od.SYSTEM)
-        options = {"$select": od.select([key, *fields])}
-        if query.strip():
-            options["$filter"] = query.strip()
-        options["$orderby"] = order
-        url: str | None = f"{self._base}{od.API}/{entity_set}?{od.query(options)}"
-        headers = {**od.READ_HEADERS, "Prefer": f"odata.maxpagesize={size}"}
+        page = self.read_page(table, query, fields, limit=size, order=order_by)
         links: set[str] = set()
         seen: set[str] = set()
-        while url is not None:
-            body = od.json(self._http.request("GET", url, headers=headers))
-            for row in od.rows(body):
-                record_id = row.get(key)
-                if not isinstance(record_id, str) or not record_id:
-                    raise UnavailableError(f"{table} row without {key}", system=od.SYSTEM)
-                if record_id not in seen:
-                    seen.add(record_id)
-                    etag = row.get("@odata.etag")
-                    yield SourceRecord(
-                        od.SYSTEM,
-                        table,
-                        record_id,
-                        od.plain(row),
-                        etag if isinstance(etag, str) else None,
-                    )
-            url = self._next_link(body, links)
+        while True:
+            for record in page.records:
+                if record.record_id not in seen:
+                    seen.add(record.record_id)
+                    yield record
+            if page.cursor is None:
+                return
+            if page.cursor in links:
+                raise UnavailableError("the same @odata.nextLink came back twice", system=od.SYSTEM)
+            links.add(page.cursor)
+            page = self.read_page(table, query, fields, limit=size, cursor=page.cursor)
+
+    def read_page(
+        self,
+        table: str,
+        query: str,
+        fields: Sequence[str],
+        *,
+        limit: int,
+        cursor: str | None = None,
+        order: str | None = None,
+    ) -> RecordPage:
+        """ONE page: the first ``limit`` records matching the ``$filter`` ``query`` (may be
+        empty) in ``order`` (default ``createdon asc,<table>id asc``), or, with ``cursor`` (an
+        ``@odata.nextLink`` of the same query), the page it points to, fetched unchanged.
+
+        A cursor off this organisation's Web API path for the table's entity set is refused
+        (``RejectedError``). ``cursor`` of the result is the next link, ``more`` whether there
+        is one.
+        """
+        headers = self._page_headers(limit)
+        if cursor is None:
+            url = self._list_url(table, query, fields, order)
+        else:
+            url = self._check_link(cursor, table)
+        body = od.json(self._http.request("GET", url, headers=headers))
+        records = [_record(table, row) for row in od.rows(body)]
+        link = body.get("@odata.nextLink")
+        next_cursor = None if link is None else self._check_link(link, table)
+        return RecordPage(records, more=next_cursor is not None, cursor=next_cursor)
 
     def who_am_i(self) -> str:
         """The ``systemuserid`` of the application user we act as (cached after the first call)."""
@@ -315,60 +314,24 @@ class DataverseConnector:
         if self._owns_session:
             self._session.close()
 
-    def _send_change_set(
-        self, operations: list[BatchRequest], extra: Mapping[str, str]
-    ) -> requests.Response:
-        batch = build_batch([ChangeSet(operations)])
-        url = f"{self._base}{od.API}/$batch"
-        response = self._http.request(
-            "POST",
-            url,
-            data=batch.body,
-            headers={**od.BASE_HEADERS, **extra, "Content-Type": batch.content_type},
-            idempotent=False,  # adds a note: retried only when it provably never left
-            accept=_is_multipart,
-        )
-        try:
-            results = parse_batch_response(response.content, response.headers["Content-Type"])
-        except (BatchFormatError, KeyError) as exc:
-            raise UnavailableError(
-                "unreadable $batch answer: the write may or may not have applied",
-                system=od.SYSTEM,
-                status_code=response.status_code,
-                request_id=request_id_of(response),
-            ) from exc
-        failed = first_failure(results)
-        if failed is not None:
-            operation = next((o for o in operations if o.content_id == failed.content_id), None)
-            method = operation.method if operation is not None else "POST"
-            where = f"{self._base}{operation.url if operation is not None else od.API + '/$batch'}"
-            raise self._http.error_for(method, where, _as_response(failed, response))
-        if response.status_code >= 400 or len(results) != len(operations):
-            raise UnavailableError(
-                f"$batch answered {len(results)} of {len(operations)} operations",
-                system=od.SYSTEM,
-                status_code=response.status_code,
-                request_id=request_id_of(response),
-            )
-        return response
+    def _list_url(self, table: str, query: str, fields: Sequence[str], order: str | None) -> str:
+        entity_set = od.entity_set(table)
+        key = f"{table}id"
+        order = order if order is not None else f"createdon asc,{key} asc"
+        if not od.ORDER_RE.fullmatch(order):
+            raise RejectedError("invalid $orderby", system=od.SYSTEM)
+        if re.search(r"[\x00-\x1f]", query):
+            raise RejectedError("invalid $filter", system=od.SYSTEM)
+        options = {"$select": od.select([key, *fields])}
+        if query.strip():
+            options["$filter"] = query.strip()
+        options["$orderby"] = order
+        return f"{self._base}{od.API}/{entity_set}?{od.query(options)}"
 
-    def _convert(self, field: str, value: str) -> tuple[str, Any]:
-        kind = self._field_types.get(field)
-        if kind is None:
-            raise RejectedError(f"no field type configured for {field[:80]!r}", system=od.SYSTEM)
-        if kind == "text":
-            return field, value
-        if kind == "choice":
-            if not od.CHOICE_RE.fullmatch(value.strip()):
-                raise RejectedError(f"{field}: a choice value must be an integer", system=od.SYSTEM)
-            return field, int(value)
-        entity_set = kind.removeprefix("lookup:")
-        nav = field.removeprefix("_").removesuffix("_value")
-        return f"{nav}@odata.bind", f"/{entity_set}({od.check_guid(value.strip())})"
-
-    def _bypass_headers(self) -> dict[str, str]:
-        bypass = self._settings.bypass_business_logic
-        return {"MSCRM.BypassBusinessLogicExecution": bypass} if bypass else {}
+    def _page_headers(self, size: int) -> dict[str, str]:
+        if not 1 <= size <= 5000:
+            raise RejectedError(f"page_size must be 1..5000, got {size}", system=od.SYSTEM)
+        return {**od.READ_HEADERS, "Prefer": f"odata.maxpagesize={size}"}
 
     def _record_path(self, table: str, record_id: str) -> str:
         return f"{od.API}/{od.entity_set(table)}({od.check_guid(record_id)})"
@@ -376,16 +339,13 @@ class DataverseConnector:
     def _record_url(self, table: str, record_id: str) -> str:
         return f"{self._base}{self._record_path(table, record_id)}"
 
-    def _next_link(self, body: Mapping[str, Any], links: set[str]) -> str | None:
-        link = body.get("@odata.nextLink")
-        if link is None:
-            return None
+    def _check_link(self, link: object, table: str) -> str:
+        """A next link we may send our token to: this organisation, this entity set."""
         if not isinstance(link, str) or not od.same_origin(link, self._base):
-            # Never send our token off the organisation.
             raise RejectedError("@odata.nextLink points outside the organisation", system=od.SYSTEM)
-        if link in links:
-            raise UnavailableError("the same @odata.nextLink came back twice", system=od.SYSTEM)
-        links.add(link)
+        path = f"{urlsplit(self._base).path.rstrip('/')}{od.API}/{od.entity_set(table)}"
+        if unquote(urlsplit(link).path) != path:
+            raise RejectedError("@odata.nextLink is not a page of this query", system=od.SYSTEM)
         return link
 
 
@@ -400,19 +360,11 @@ def build_dataverse_connector(
     )
 
 
-def _is_multipart(response: requests.Response) -> bool:
-    kind = response.headers.get("Content-Type", "")
-    return response.status_code == 400 and kind.lower().startswith("multipart/")
-
-
-def _as_response(part: BatchResult, outer: requests.Response) -> requests.Response:
-    """A ``requests.Response`` for one batch part, so HttpClient maps it like any answer."""
-    response = requests.Response()
-    response.status_code = part.status
-    response._content = part.body
-    response.headers.update(part.headers)
-    for name in ("x-ms-service-request-id", "REQ_ID"):
-        if name not in response.headers and name in outer.headers:
-            response.headers[name] = outer.headers[name]
-    response.url = outer.url
-    return response
+def _record(table: str, row: Mapping[str, Any]) -> SourceRecord:
+    key = f"{table}id"
+    record_id, etag = row.get(key), row.get("@odata.etag")
+    if not isinstance(record_id, str) or not record_id:
+        raise UnavailableError(f"{table} row without {key}", system=od.SYSTEM)
+    return SourceRecord(
+        od.SYSTEM, table, record_id, od.plain(row), etag if isinstance(etag, str) else None
+    )

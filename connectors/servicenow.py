@@ -24,14 +24,14 @@ from pydantic import BaseModel, ValidationError
 
 from connectors._auth import BearerAuth, ServiceNowOAuth
 from connectors._http import HttpClient, request_id_of
-from connectors.base import SourceRecord, System
+from connectors.base import RecordPage, SourceRecord, System, WriteOutcome
 from domain.errors import ConfigError, RejectedError, UnavailableError
 from domain.models import SYS_ID_PATTERN, TABLE_PATTERN
 from domain.redact import Redactor
 from domain.settings import HttpSettings, ServiceNowSettings, Settings
 
 if TYPE_CHECKING:
-    from connectors.servicenow_batch import BatchOutcome
+    from connectors.servicenow_batch import AnyUpdate
 
 __all__ = ["ServiceNowConnector", "build_servicenow_connector"]
 
@@ -44,6 +44,7 @@ SYS_ID_RE = re.compile(SYS_ID_PATTERN)
 # query term (^, =, comma).
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*$")
 ORDERS_BY_SYS_ID = re.compile(r"(?:^|\^)ORDERBY(?:DESC)?sys_id(?:\^|$)")
+HAS_ORDER = re.compile(r"(?:^|\^)ORDERBY(?:DESC)?[a-z]")
 BASE_PARAMS: Mapping[str, str] = {
     "sysparm_display_value": "false",
     "sysparm_exclude_reference_link": "true",
@@ -151,19 +152,59 @@ class ServiceNowConnector:
     def update_many(
         self,
         table: str,
-        updates: Sequence[tuple[str, Mapping[str, str]]],
+        updates: Sequence[AnyUpdate],
         *,
         batch_size: int = 50,
-    ) -> list[BatchOutcome]:
+    ) -> list[WriteOutcome]:
         """PATCH many records through the Batch API (``connectors.servicenow_batch``).
 
-        One ``BatchOutcome`` per update, in order: the record as ``update()`` would return it,
-        or the error it would have raised. Unserviced requests are re-sent; serviced never.
+        ``updates`` holds ``(record_id, changes, etag)`` (``BatchConnector``'s shape; the etag
+        is ignored: the Table API has no If-Match, callers compare ``sys_mod_count``) or the
+        older ``(record_id, changes)``. One ``WriteOutcome`` per update, in order: the record
+        as ``update()`` would return it, or the error it would have raised. Up to
+        ``batch_size`` PATCHes per request; unserviced ones are re-sent, serviced ones never.
         """
         from connectors.servicenow_batch import ServiceNowBatch  # it imports this module
 
         batch = ServiceNowBatch(self._http, self._base, batch_size=batch_size, sleep=self._sleep)
         return batch.update_many(table, updates)
+
+    def read_page(
+        self,
+        table: str,
+        query: str,
+        fields: Sequence[str],
+        *,
+        limit: int,
+        cursor: str | None = None,
+        order: str | None = None,
+    ) -> RecordPage:
+        """ONE GET of the Table API: the first ``limit`` records matching ``query``.
+
+        ``query`` is sent verbatim and must hold its ``ORDERBY`` terms (an unordered page could
+        not be resumed); the caller pages by keyset (its next query continues after the last
+        record), so no ``sysparm_offset`` is sent, ``cursor`` and ``order`` must be None, and
+        ``more`` means the page came back full.
+        """
+        if cursor is not None or order is not None:
+            raise RejectedError(
+                "ServiceNow pages by keyset: no cursor or separate order", system=SYSTEM
+            )
+        if not 1 <= limit <= 10_000:
+            raise RejectedError(f"limit must be 1..10000, got {limit}", system=SYSTEM)
+        if not HAS_ORDER.search(query) or re.search(r"[\x00-\x1f]", query):
+            raise RejectedError("a page query needs its ORDERBY terms", system=SYSTEM)
+        params: dict[str, str | int] = {
+            **self._params(["sys_id", *fields]),
+            "sysparm_query": query,
+            "sysparm_limit": limit,
+        }
+        response = self._http.request(
+            "GET", self._table_url(table), params=params, headers=JSON_HEADERS
+        )
+        rows = _parse(_Many, response).result
+        records = list(_new_records(table, rows, set()))
+        return RecordPage(records, more=len(rows) >= limit)
 
     def iter_records(
         self, table: str, query: str, fields: Sequence[str], *, page_size: int | None = None

@@ -34,7 +34,6 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -42,7 +41,7 @@ import requests
 from pydantic import BaseModel, ValidationError
 
 from connectors._http import HttpClient, request_id_of
-from connectors.base import SourceRecord
+from connectors.base import SourceRecord, WriteOutcome
 from connectors.servicenow import (
     AUDIT_FIELDS,
     BASE_PARAMS,
@@ -61,7 +60,7 @@ from domain.errors import (
     UnavailableError,
 )
 
-__all__ = ["BATCH_PATH", "BatchOutcome", "ServiceNowBatch"]
+__all__ = ["BATCH_PATH", "AnyUpdate", "BatchOutcome", "ServiceNowBatch"]
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +70,11 @@ DEFAULT_MAX_SENDS = 3  # first send + two re-sends of what was left unserviced (
 MAX_BATCH_SIZE = 1000
 
 
-@dataclass(frozen=True)
-class BatchOutcome:
-    """What became of one update: ``record`` (as ``update()`` returns it) or ``error``.
+BatchOutcome = WriteOutcome  # the name this module used before backfills generalised it
 
-    ``may_have_run`` is False only when the PATCH provably did not run (never sent, left
-    unserviced, refused before processing with 401/403/429): then it may be sent again as is.
-    When True and ``error`` is set, re-read the record (and look for our note) before writing.
-    """
-
-    record_id: str
-    record: SourceRecord | None = None
-    error: ConnectorError | None = None
-    may_have_run: bool = True
-
-    @property
-    def ok(self) -> bool:
-        """Whether the update was applied and answered."""
-        return self.record is not None
-
-    def result(self) -> SourceRecord:
-        """The stored record, or raise the error (what ``update()`` would have done)."""
-        if self.record is None:
-            raise self.error or UnavailableError("no answer for this update", system=SYSTEM)
-        return self.record
+# An update as update_many takes it: (record_id, changes, etag) (etag ignored: the Table API
+# has no If-Match), or the older (record_id, changes).
+AnyUpdate = tuple[str, Mapping[str, str], str | None] | tuple[str, Mapping[str, str]]
 
 
 class _Serviced(BaseModel):
@@ -149,18 +129,18 @@ class ServiceNowBatch:
         self._sleep = sleep
         self._new_id = new_id
 
-    def update_many(
-        self, table: str, updates: Sequence[tuple[str, Mapping[str, str]]]
-    ) -> list[BatchOutcome]:
-        """PATCH each ``(record_id, changes)``; one outcome per update, in the given order.
+    def update_many(self, table: str, updates: Sequence[AnyUpdate]) -> list[WriteOutcome]:
+        """PATCH each ``(record_id, changes[, etag])``; one outcome per update, in order.
+
+        The etag is ignored (the Table API has no If-Match: callers compare ``sys_mod_count``).
 
         Up to ``batch_size`` PATCHes go in one batch request. Names and ids are checked before
         anything is sent (``RejectedError``). After an outer failure (the batch request itself
         answered 401/429/5xx or timed out) the remaining updates are not sent: they get that
         error with ``may_have_run=False``.
         """
-        subs = [self._sub(i, table, rid, changes) for i, (rid, changes) in enumerate(updates)]
-        outcomes: dict[int, BatchOutcome] = {}
+        subs = [self._sub(i, table, u[0], u[1]) for i, u in enumerate(updates)]
+        outcomes: dict[int, WriteOutcome] = {}
         stop: ConnectorError | None = None
         for start in range(0, len(subs), self._batch_size):
             chunk = subs[start : start + self._batch_size]
@@ -189,7 +169,7 @@ class ServiceNowBatch:
         return _Sub(index, record_id, path, wire)
 
     def _run_chunk(
-        self, chunk: list[_Sub], outcomes: dict[int, BatchOutcome]
+        self, chunk: list[_Sub], outcomes: dict[int, WriteOutcome]
     ) -> ConnectorError | None:
         """Send one chunk until every PATCH is serviced or the sends run out."""
         pending = {s.wire["id"]: s for s in chunk}
@@ -201,7 +181,7 @@ class ServiceNowBatch:
             except ConnectorError as exc:
                 ran = not isinstance(exc, AuthError | ThrottledError | RejectedError)
                 for sub in pending.values():
-                    outcomes[sub.index] = BatchOutcome(sub.record_id, error=exc, may_have_run=ran)
+                    outcomes[sub.index] = WriteOutcome(sub.record_id, error=exc, may_have_run=ran)
                 return exc
             self._settle(envelope, outer, pending, outcomes)
             if not pending:
@@ -251,7 +231,7 @@ class ServiceNowBatch:
         envelope: _Envelope,
         outer: requests.Response,
         pending: dict[str, _Sub],
-        outcomes: dict[int, BatchOutcome],
+        outcomes: dict[int, WriteOutcome],
     ) -> None:
         """Record serviced answers; leave in ``pending`` only what is listed as unserviced."""
         for item in envelope.serviced_requests:
@@ -266,14 +246,14 @@ class ServiceNowBatch:
                 system=SYSTEM,
                 request_id=request_id_of(outer),
             )
-            outcomes[sub.index] = BatchOutcome(sub.record_id, error=lost)
+            outcomes[sub.index] = WriteOutcome(sub.record_id, error=lost)
 
-    def _outcome(self, sub: _Sub, item: _Serviced, outer: requests.Response) -> BatchOutcome:
+    def _outcome(self, sub: _Sub, item: _Serviced, outer: requests.Response) -> WriteOutcome:
         response = _as_response(item, outer)
         if item.status_code >= 400:
             error = self._http.error_for("PATCH", f"{self._base}{sub.url}", response)
             ran = not isinstance(error, AuthError | ThrottledError)
-            return BatchOutcome(sub.record_id, error=error, may_have_run=ran)
+            return WriteOutcome(sub.record_id, error=error, may_have_run=ran)
         try:
             result = response.json()["result"]
             if not isinstance(result, dict):
@@ -286,14 +266,14 @@ class ServiceNowBatch:
                 request_id=request_id_of(response),
             )
             error.__cause__ = exc
-            return BatchOutcome(sub.record_id, error=error)
-        return BatchOutcome(
+            return WriteOutcome(sub.record_id, error=error)
+        return WriteOutcome(
             sub.record_id, SourceRecord(SYSTEM, _table_of(sub), sub.record_id, result)
         )
 
 
-def _unsent(sub: _Sub, error: ConnectorError) -> BatchOutcome:
-    return BatchOutcome(sub.record_id, error=error, may_have_run=False)
+def _unsent(sub: _Sub, error: ConnectorError) -> WriteOutcome:
+    return WriteOutcome(sub.record_id, error=error, may_have_run=False)
 
 
 def _table_of(sub: _Sub) -> str:
