@@ -25,7 +25,7 @@ from tests.simulators.dataverse_odata import (
     parse_select,
     sort_rows,
 )
-from tests.simulators.dataverse_schema import ValidationError
+from tests.simulators.dataverse_schema import Column, ValidationError, parse_datetime
 from tests.simulators.dataverse_store import Store, Undo
 
 __all__ = ["API_PREFIX", "Call", "WebApi", "error"]
@@ -165,13 +165,19 @@ class WebApi:
         size, top = self._page_size(call), call.query.get("$top")
         if top is not None and not top.isdigit():
             raise ODataError(f"Invalid value '{top[:20]}' for $top query option found.")
-        offset = self._offset(call)
+        cookie = self._cookie(call)
         with self.store.lock:
             rows = [r for r in self.store.tables[entity_set].values() if pred is None or pred(r)]
             rows = sort_rows(rows, order, schema.primary_key)
             if top is not None and call.prefer("odata.maxpagesize") is None:
                 rows = rows[: int(top)]  # with maxpagesize, $top is ignored (page-results)
-            page = rows[offset : offset + size]
+            after = rows
+            if cookie is not None:  # the rows matching NOW that sort after the cookie's row
+                last = cookie["last"]
+                after = [
+                    r for r in rows if _after(_position(r, order, schema.primary_key), last, order)
+                ]
+            page = after[:size]
             value = [self.store.render(entity_set, r, select, call.annotate) for r in page]
         body: dict[str, Any] = {
             "@odata.context": f"{self.api}/$metadata#{entity_set}({','.join(select or [])})"
@@ -179,8 +185,15 @@ class WebApi:
         if call.query.get("$count") == "true":
             body["@odata.count"] = min(len(rows), MAX_PAGE)
         body["value"] = value
-        if offset + size < len(rows):
-            body["@odata.nextLink"] = self._next_link(call, offset + size)
+        if len(after) > size:
+            served = (cookie["n"] if cookie is not None else 0) + len(page)
+            first, last_row = page[0], page[-1]
+            body["@odata.nextLink"] = self._next_link(
+                call,
+                served,
+                _position(last_row, order, schema.primary_key),
+                first[schema.primary_key],
+            )
         return Response(200, body, self._applied(call))
 
     def _page_size(self, call: Call) -> int:
@@ -195,27 +208,35 @@ class WebApi:
         items = sorted((k, v) for k, v in call.query.items() if k != "$skiptoken")
         return hashlib.sha256(json.dumps([call.resource, items]).encode()).hexdigest()[:16]
 
-    def _next_link(self, call: Call, offset: int) -> str:
-        state = json.dumps({"o": offset, "s": self._signature(call)}).encode()
-        cookie = base64.urlsafe_b64encode(state).decode()
-        token = f'<cookie pagenumber="{offset}" pagingcookie="{cookie}" istracking="False" />'
+    def _next_link(self, call: Call, served: int, last: list[Any], first: str) -> str:
+        # Like Dataverse's paging cookie (<incidentid last="{...}" first="{...}"/>, with the
+        # $orderby columns' values of the last row): a position, not an offset. ``n`` (rows
+        # served so far) only feeds the informative pagenumber attribute.
+        state = {"last": last, "first": first, "n": served, "s": self._signature(call)}
+        cookie = base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+        token = f'<cookie pagenumber="{served}" pagingcookie="{cookie}" istracking="False" />'
         query = {k: v for k, v in call.query.items() if k != "$skiptoken"} | {"$skiptoken": token}
         return f"{self.api}/{call.resource}?{urlencode(query, quote_via=quote, safe='$,()')}"
 
-    def _offset(self, call: Call) -> int:
+    def _cookie(self, call: Call) -> dict[str, Any] | None:
         token = call.query.get("$skiptoken")
         if token is None:
-            return 0
+            return None
         m = _COOKIE.search(token)
         try:
             state = json.loads(base64.urlsafe_b64decode(m.group(1))) if m else None
         except ValueError:
             state = None
-        if not isinstance(state, dict) or state.get("s") != self._signature(call):
+        if (
+            not isinstance(state, dict)
+            or state.get("s") != self._signature(call)
+            or not isinstance(state.get("last"), list)
+            or not isinstance(state.get("n"), int)
+        ):
             raise ODataError(
                 "The $skiptoken does not belong to this query: follow @odata.nextLink unchanged."
             )
-        return int(state["o"])
+        return state
 
     def _applied(self, call: Call) -> dict[str, str]:
         applied = [
@@ -277,3 +298,28 @@ class WebApi:
             if call.undo is not None:
                 call.undo.append((entity_set, rid, old))
         return Response(204)
+
+
+def _position(row: dict[str, Any], order: list[tuple[Column, bool]], pk: str) -> list[Any]:
+    """A row's place in the order: its raw $orderby values, then its key (JSON-safe)."""
+    return [row.get(col.attribute) for col, _ in order] + [str(row[pk])]
+
+
+def _sort_key(col: Column, value: Any) -> tuple[Any, ...]:
+    # As sort_rows compares: nulls first ascending, case-insensitive strings, parsed times.
+    if value is None:
+        return (0,)
+    if col.type == "datetime":
+        return (1, parse_datetime(value))
+    return (1, value.lower() if isinstance(value, str) else value)
+
+
+def _after(position: list[Any], last: list[Any], order: list[tuple[Column, bool]]) -> bool:
+    """Whether ``position`` sorts strictly after ``last`` (the cookie's row)."""
+    if len(last) != len(order) + 1:
+        raise ODataError("The $skiptoken does not belong to this query.")
+    for (col, desc), mine, theirs in zip(order, position, last, strict=False):
+        a, b = _sort_key(col, mine), _sort_key(col, theirs)
+        if a != b:
+            return (a < b) if desc else (a > b)
+    return bool(position[-1] > last[-1])

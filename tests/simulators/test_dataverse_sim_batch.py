@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import requests
 
+from connectors.odata_batch import parse_batch_response
 from tests.simulators import FakeClock
 from tests.simulators.dataverse import DataverseSimulator
 from tests.simulators.dataverse_batch import BatchError, ChangeSet, parse_batch
@@ -194,3 +195,38 @@ def test_missing_boundary_is_a_400(sim: DataverseSimulator, http: requests.Sessi
         f"{sim.api_url}/$batch", data=b"x", headers={"Content-Type": "application/json"}, timeout=5
     )
     assert resp.status_code == 400
+
+
+def test_many_change_sets_go_on_past_a_412_and_return_their_representation(
+    sim: DataverseSimulator, http: requests.Session
+) -> None:
+    cases = [sim.add_case({"title": f"c{n}"}) for n in range(5)]
+    etags = {c: f'W/"{sim.get_case(c)["versionnumber"]}"' for c in cases}  # type: ignore[index]
+    sim.update_record(cases[2], {"title": "a person was here"})  # its etag is now stale
+    items = []
+    for n, case in enumerate(cases):
+        note = {"subject": "s", "notetext": f"n{n}", "objectid_incident@odata.bind": f"/incidents({case})"}  # fmt: skip
+        patch_headers = {"If-Match": etags[case], "Prefer": "return=representation"}
+        items.append(changeset(f"changeset_{n}", [
+            part("PATCH", f"{API}/incidents({case})?$select=casetypecode,modifiedon", {"casetypecode": 1}, 2 * n + 1, patch_headers),
+            part("POST", f"{API}/annotations", note, 2 * n + 2),
+        ]))  # fmt: skip
+    resp = send(sim, http, batch(items), prefer="odata.continue-on-error")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["Preference-Applied"] == "odata.continue-on-error"
+    assert statuses(resp) == [200, 204, 200, 204, 412, 200, 204, 200, 204]
+    parsed = parse_batch_response(resp.content, resp.headers["Content-Type"])
+    assert [r.change_set for r in parsed] == [0, 0, 1, 1, 2, 3, 3, 4, 4]  # one answer per set
+    assert [r.content_id for r in parsed if r.status >= 400] == ["5"]
+    for n, case in enumerate(cases):
+        stored = sim.get_case(case)
+        assert stored is not None
+        assert stored["casetypecode"] == (None if n == 2 else 1)
+        assert len(sim.annotations(case)) == (0 if n == 2 else 1)
+    # Each PATCH answer is the stored row as selected, with its new etag.
+    written = [r.json() for r in parsed if r.status == 200]
+    assert len(written) == 4
+    for body in written:
+        assert set(body) == {"@odata.context", "@odata.etag", "casetypecode", "modifiedon", "incidentid"}  # fmt: skip
+        stored = sim.get_case(body["incidentid"])
+        assert stored is not None and body["@odata.etag"] == f'W/"{stored["versionnumber"]}"'
