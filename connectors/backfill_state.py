@@ -22,9 +22,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from dataclasses import replace
+from typing import Any, Protocol
 
+from connectors.backfill_models import (
+    COUNT_NAMES,
+    Checkpoint,
+    Counts,
+    LeaseState,
+    RunStatus,
+    WindowLease,
+    WindowStatus,
+)
 from domain.errors import ClaimedError, ConfigError
 
 try:
@@ -34,6 +43,7 @@ except ImportError:  # pragma: no cover - Windows: one process per file
 
 __all__ = [
     "BACKFILL_TABLE",
+    "COUNT_NAMES",
     "Checkpoint",
     "CheckpointStore",
     "Counts",
@@ -44,79 +54,9 @@ __all__ = [
 ]
 
 BACKFILL_TABLE = "enrichbackfill"
-WindowStatus = Literal["pending", "running", "done", "failed"]
-LeaseState = Literal["acquired", "busy", "done", "failed", "missing", "released"]
 _RUN_ROW = "run"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _REASON_CHARS = 300
-_COUNTS = ("scanned", "filled", "skipped", "failed")
-
-
-@dataclass(frozen=True)
-class Counts:
-    """Tickets a window has scanned, filled, skipped and failed."""
-
-    scanned: int = 0
-    filled: int = 0
-    skipped: int = 0
-    failed: int = 0
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(*(getattr(self, n) + getattr(other, n) for n in _COUNTS))
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """One window's row as stored: ``last_time`` is ISO-8601 UTC ("" before the first record)."""
-
-    run_id: str
-    index: int
-    status: WindowStatus = "pending"
-    start: str = ""
-    end: str = ""
-    last_time: str = ""
-    last_id: str = ""
-    counts: Counts = field(default_factory=Counts)
-    reason: str = ""
-    owner: str = ""
-    lease_until: float = 0.0
-    attempts: int = 0
-    etag: str | None = None
-
-
-@dataclass(frozen=True)
-class WindowLease:
-    """The answer to ``acquire``: ``acquired`` (work from ``checkpoint``), or why not."""
-
-    state: LeaseState
-    checkpoint: Checkpoint | None = None
-    token: str = ""
-    lease_s: float = 0.0
-    retry_after_s: float = 0.0
-    #: Taken over from a holder whose lease ran out (it may have been killed mid-window).
-    reclaimed: bool = False
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """A run's progress aggregated over its windows."""
-
-    run_id: str
-    windows: int
-    by_status: Mapping[str, int]
-    counts: Counts
-    failures: tuple[tuple[int, str], ...] = ()
-    spec: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def state(self) -> str:
-        """``missing``, ``pending``, ``running``, ``done`` or ``failed`` (finished, some failed)."""
-        if self.windows == 0:
-            return "missing"
-        done, failed = self.by_status.get("done", 0), self.by_status.get("failed", 0)
-        if done + failed == self.windows:
-            return "failed" if failed else "done"
-        return "pending" if self.by_status.get("pending", 0) == self.windows else "running"
 
 
 class CheckpointStore(Protocol):
@@ -133,9 +73,23 @@ class CheckpointStore(Protocol):
         ...
 
     def advance(
-        self, lease: WindowLease, *, last_time: str, last_id: str, delta: Counts
+        self,
+        lease: WindowLease,
+        *,
+        last_time: str,
+        last_id: str,
+        delta: Counts,
+        cursor: str = "",
     ) -> WindowLease:
         """Move the checkpoint forward and renew the lease; ``ClaimedError`` if it was lost."""
+        ...
+
+    def take(self, run_id: str, wanted: int) -> int:
+        """Take up to ``wanted`` tickets from the run's limit; how many were granted."""
+        ...
+
+    def run_spec(self, run_id: str) -> dict[str, Any] | None:
+        """The spec stored with the run, or None."""
         ...
 
     def finish(self, lease: WindowLease, delta: Counts = ...) -> WindowLease:
@@ -229,10 +183,42 @@ class RowCheckpointStore:
         return WindowLease("busy", None, retry_after_s=1.0)
 
     def advance(
-        self, lease: WindowLease, *, last_time: str, last_id: str, delta: Counts
+        self,
+        lease: WindowLease,
+        *,
+        last_time: str,
+        last_id: str,
+        delta: Counts,
+        cursor: str = "",
     ) -> WindowLease:
-        """Checkpoint ``(last_time, last_id)`` and add ``delta``; renews the lease."""
-        return self._update(lease, "running", delta, last_time=last_time, last_id=last_id)
+        """Checkpoint ``(last_time, last_id)`` (and the platform ``cursor``), add ``delta``;
+        renews the lease."""
+        changes = {"last_time": last_time, "last_id": last_id, "cursor": cursor}
+        return self._update(lease, "running", delta, **changes)
+
+    def take(self, run_id: str, wanted: int) -> int:
+        """Take up to ``wanted`` tickets from the run's ``limit`` (its spec); all without one.
+
+        Shared by every instance through the run row's etag, so a run stops at its limit
+        however many windows run at once. Returns how many were granted (0 once spent).
+        """
+        _check_run_id(run_id)
+        for _ in range(20):
+            found = self._rows.get(run_id, _RUN_ROW)
+            if found is None:
+                return 0
+            row, etag = found
+            limit = int(json.loads(str(row.get("spec", "{}"))).get("limit") or 0)
+            if not limit:
+                return max(wanted, 0)
+            taken = int(row.get("taken", 0))
+            # A negative ``wanted`` gives back what was taken and not read.
+            granted = max(wanted, -taken) if wanted < 0 else max(0, min(wanted, limit - taken))
+            if granted == 0:
+                return 0
+            if self._rows.replace(run_id, _RUN_ROW, {**row, "taken": taken + granted}, etag):
+                return granted
+        raise ClaimedError("the run's limit is contended; try again", retry_after_s=1.0)
 
     def finish(self, lease: WindowLease, delta: Counts | None = None) -> WindowLease:
         """Mark the window done (adding ``delta``)."""
@@ -260,6 +246,15 @@ class RowCheckpointStore:
             (_from_row(run_id, int(k[1:]), r, e) for k, r, e in rows), key=lambda c: c.index
         )
 
+    def run_spec(self, run_id: str) -> dict[str, Any] | None:
+        """The spec stored with the run (one row read), or None for an unknown run."""
+        _check_run_id(run_id)
+        found = self._rows.get(run_id, _RUN_ROW)
+        if found is None:
+            return None
+        spec = json.loads(str(found[0].get("spec", "{}")))
+        return spec if isinstance(spec, dict) else None
+
     def run_status(self, run_id: str) -> RunStatus:
         """Windows by status, summed counts, failed windows with their reasons, the spec."""
         _check_run_id(run_id)
@@ -273,7 +268,8 @@ class RowCheckpointStore:
             total = total + cp.counts
         failures = tuple(sorted((c.index, c.reason) for c in windows if c.status == "failed"))
         spec = json.loads(str(run["spec"])) if run is not None else {}
-        return RunStatus(run_id, len(windows), by_status, total, failures, spec)
+        taken = int(run.get("taken", 0)) if run is not None else 0
+        return RunStatus(run_id, len(windows), by_status, total, failures, spec, taken)
 
     def _update(
         self, lease: WindowLease, status: WindowStatus, delta: Counts, **changes: Any
@@ -338,12 +334,15 @@ def _to_row(cp: Checkpoint, now: float) -> Row:
         "attempts": cp.attempts,
         "updated_at": float(now),
     }
-    row.update({n: getattr(cp.counts, n) for n in _COUNTS})
+    row.update({n: getattr(cp.counts, n) for n in COUNT_NAMES})
+    row["details"] = json.dumps(dict(cp.counts.details), sort_keys=True)
+    row["cursor"] = cp.cursor
     return row
 
 
 def _from_row(run_id: str, index: int, row: Row, etag: str) -> Checkpoint:
-    counts = Counts(*(int(row.get(n, 0)) for n in _COUNTS))
+    scanned, filled, skipped, failed = (int(row.get(n, 0)) for n in COUNT_NAMES)
+    counts = Counts(scanned, filled, skipped, failed, _details(row.get("details")))
     return Checkpoint(
         run_id,
         index,
@@ -358,7 +357,18 @@ def _from_row(run_id: str, index: int, row: Row, etag: str) -> Checkpoint:
         lease_until=float(row.get("lease_until", 0.0)),
         attempts=int(row.get("attempts", 0)),
         etag=etag,
+        cursor=str(row.get("cursor", "")),
     )
+
+
+def _details(raw: object) -> tuple[tuple[str, int], ...]:
+    try:
+        data = json.loads(str(raw)) if raw else {}
+    except ValueError:
+        return ()
+    if not isinstance(data, dict):
+        return ()
+    return tuple(sorted((str(k), int(v)) for k, v in data.items() if isinstance(v, int)))
 
 
 # ---- memory ------------------------------------------------------------------------------

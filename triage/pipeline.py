@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_SETTLE_S",
     "NOTE_MARKER_PREFIX",
     "Pipeline",
+    "Plan",
     "input_hash",
     "note_marker",
 ]
@@ -91,6 +92,11 @@ class Pipeline:
     #: The model's version, recorded with shadow suggestions ("" without a model).
     model_version: str = ""
     now: Callable[[], float] = time.time
+
+    @property
+    def repair(self) -> RaceRepair:
+        """Restores a person's value our write replaced (ServiceNow has no If-Match)."""
+        return self._repair
 
     @property
     def _repair(self) -> RaceRepair:
@@ -152,13 +158,7 @@ class Pipeline:
 
     def _read(self, table: str, record_id: str) -> tuple[SourceRecord, Ticket]:
         record = self.connector.get(table, record_id, self.mapping.platform_fields())
-        ticket = to_ticket(record.fields, self.mapping, record_id=record_id)
-        if not ticket.description.strip():
-            # A case created from an e-mail keeps its text in the e-mail (Dataverse).
-            extra = self.connector.fallback_text(table, record_id)
-            if extra:
-                ticket = ticket.model_copy(update={"description": extra})
-        return record, ticket
+        return record, self.ticket_of(record)
 
     def _enrich_until_current(
         self, record: SourceRecord, ticket: Ticket, digest: str, *, attempt: _Attempt
@@ -186,25 +186,17 @@ class Pipeline:
             record.table, record.record_id, note_marker(digest), element=self.mapping.note_field
         )
 
-    def _enrich(
-        self, record: SourceRecord, ticket: Ticket, digest: str, *, attempt: _Attempt
-    ) -> EnrichmentResult:
+    def plan(self, record: SourceRecord, ticket: Ticket, digest: str) -> Plan:
+        """Run the enrichers and the policy on a read record: what would be written, and why.
+
+        Pure but for the enrichers' work: nothing is read or written. The body is sanitised
+        at the write boundary and carries our note, whose last line names the mapping version
+        and the input (the marker survives the note's length cut).
+        """
         chosen = run_enrichers(self.enrichers, ticket)
         decisions = decide(ticket, chosen, self.mapping, raw=record.fields)
         changes = to_changes(decisions, self.mapping)
-        base = {"suggestions": tuple(chosen.values()), "decisions": tuple(decisions)}
-        suggested = any(d.action == "suggest" for d in decisions)
-        if self.shadow is not None:
-            shadow = self._record_decisions(
-                self.shadow, record, ticket, digest, decisions, chosen.values()
-            )
-            return self._result(ticket, "shadow", detail=shadow, changes=changes, **base)
-        if not changes and not suggested:
-            detail = "no suggestion cleared the policy"
-            return self._result(ticket, "nothing_to_write", detail=detail, **base)
         note_field = self.mapping.note_field
-        # The last line names the mapping version and the input; the marker must survive the
-        # note's length cut: cut the rest, then append it.
         marker = f"mapping {self.mapping.fingerprint}, {note_marker(digest)}"
         text = sanitize_note(
             render_note(decisions, self.mapping), max_chars=NOTE_MAX_CHARS - len(marker) - 1
@@ -214,7 +206,44 @@ class Pipeline:
             note_field=note_field,
             limits=write_limits(self.mapping),
         )
-        values = {k: v for k, v in body.items() if k != note_field}
+        return Plan(tuple(chosen.values()), tuple(decisions), changes, body, note_field)
+
+    def record_shadow(self, record: SourceRecord, ticket: Ticket, digest: str, plan: Plan) -> str:
+        """Shadow mode: record the plan's decisions (what would have happened)."""
+        assert self.shadow is not None
+        return self._record_decisions(
+            self.shadow, record, ticket, digest, plan.decisions, plan.suggestions
+        )
+
+    def log_decisions(self, record: SourceRecord, ticket: Ticket, digest: str, plan: Plan) -> None:
+        """After a write: the plan's decisions into the decision log (never fails the job)."""
+        self._log_decisions(record, ticket, digest, plan.decisions, plan.suggestions)
+
+    def ticket_of(self, record: SourceRecord) -> Ticket:
+        """The ticket the enrichers read from a platform record (e-mail text as fallback)."""
+        ticket = to_ticket(record.fields, self.mapping, record_id=record.record_id)
+        if not ticket.description.strip():
+            # A case created from an e-mail keeps its text in the e-mail (Dataverse).
+            extra = self.connector.fallback_text(record.table, record.record_id)
+            if extra:
+                ticket = ticket.model_copy(update={"description": extra})
+        return ticket
+
+    def _enrich(
+        self, record: SourceRecord, ticket: Ticket, digest: str, *, attempt: _Attempt
+    ) -> EnrichmentResult:
+        plan = self.plan(record, ticket, digest)
+        changes, decisions = plan.changes, plan.decisions
+        base = {"suggestions": plan.suggestions, "decisions": decisions}
+        suggested = any(d.action == "suggest" for d in decisions)
+        if self.shadow is not None:
+            shadow = self.record_shadow(record, ticket, digest, plan)
+            return self._result(ticket, "shadow", detail=shadow, changes=changes, **base)
+        if not changes and not suggested:
+            detail = "no suggestion cleared the policy"
+            return self._result(ticket, "nothing_to_write", detail=detail, **base)
+        body, values = plan.body, plan.values
+        note_field = plan.note_field
         if not values and not suggested:
             return self._result(ticket, "nothing_to_write", detail="nothing safe to write", **base)
         if self.dry_run:
@@ -224,14 +253,14 @@ class Pipeline:
         if not values:  # suggest mode only: the note carries the suggestions, no field changes
             attempt.sent = True
             self.connector.update(record.table, record.record_id, body, etag=record.etag)
-            self._log_decisions(record, ticket, digest, decisions, chosen.values())
+            self.log_decisions(record, ticket, digest, plan)
             return self._result(
                 ticket, "suggested", detail="note only", note=body.get(note_field), **base
             )
         attempt.sent = True
         stored = self.connector.update(record.table, record.record_id, body, etag=record.etag)
         log.info("wrote %s to %s %s", sorted(values), record.system, record.record_id)
-        self._log_decisions(record, ticket, digest, decisions, chosen.values())
+        self.log_decisions(record, ticket, digest, plan)
         restored = self._repair.restore(record, note_marker(digest), current=stored, read=record)
         status, detail = ("conflict", restored) if restored else ("written", _check(values, stored))
         return self._result(
@@ -312,6 +341,29 @@ class Pipeline:
                 **kwargs,
             }
         )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the enrichers and the policy propose for one record (see ``Pipeline.plan``)."""
+
+    suggestions: tuple[Suggestion, ...]
+    decisions: tuple[Decision, ...]
+    #: Platform values the policy would write (before sanitising).
+    changes: Mapping[str, str]
+    #: The sanitised write: values and the note.
+    body: Mapping[str, str]
+    note_field: str
+
+    @property
+    def values(self) -> dict[str, str]:
+        """The sanitised field values of the body (the note left out)."""
+        return {k: v for k, v in self.body.items() if k != self.note_field}
+
+    @property
+    def note(self) -> str:
+        """The note the write carries."""
+        return self.body.get(self.note_field, "")
 
 
 @dataclass
