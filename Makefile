@@ -5,8 +5,13 @@ PY := $(VENV)/bin/python
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 AZURITE := node_modules/.bin/azurite
+# checkov has many pins of its own: it lives in a venv of its own (requirements-infra.txt), inside
+# .venv/ so that git, ruff and mypy ignore it as they ignore .venv.
+INFRA_VENV ?= .venv/infra
+INFRA_STAMP := $(INFRA_VENV)/.installed
+INFRA_DIR ?= infra
 
-.PHONY: run test check lint format typecheck bench clean
+.PHONY: run test check lint format typecheck infra-check bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +24,12 @@ $(RUNTIME_STAMP): requirements.txt | $(PY)
 $(DEV_STAMP): requirements.txt requirements-dev.txt requirements-train.txt | $(PY)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@ $(RUNTIME_STAMP)
+
+$(INFRA_STAMP): requirements-infra.txt
+	rm -rf $(INFRA_VENV)
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install -q -r requirements-infra.txt
+	touch $@
 
 $(AZURITE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -43,8 +54,20 @@ format: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(PY) -m mypy
 
-## What CI runs: lint, type-check, then the same `make test`.
-check: lint typecheck test
+## Static analysis of infra/ (Bicep) with checkov: fails on a failed check, and on a Bicep file
+## checkov cannot parse (it would otherwise skip that file silently). Suppressions with reasons
+## are `//checkov:skip=` comments in the Bicep; docs/deploy.md lists them.
+infra-check: $(INFRA_STAMP)
+	@out=$$($(INFRA_VENV)/bin/checkov --directory $(INFRA_DIR) --framework bicep --skip-download \
+		--compact --quiet 2>&1); rc=$$?; echo "$$out"; \
+	if ! echo "$$out" | grep -q "bicep scan results"; then \
+		echo "infra-check: checkov scanned no Bicep" >&2; exit 1; fi; \
+	if echo "$$out" | grep -q "Parsing errors"; then \
+		echo "infra-check: checkov could not parse a Bicep file" >&2; exit 1; fi; \
+	exit $$rc
+
+## What CI runs: lint, type-check, the infrastructure check, then the same `make test`.
+check: lint typecheck infra-check test
 
 bench: $(DEV_STAMP)
 	$(PY) -m bench.bench_webhook
@@ -53,4 +76,4 @@ bench: $(DEV_STAMP)
 	$(PY) -m bench.bench_classify
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules .mypy_cache .ruff_cache .pytest_cache
