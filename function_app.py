@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import azure.functions as func
 
-from triggers import preview, services, upkeep, webhooks, worker
+from triggers import backfill, preview, services, upkeep, webhooks, worker
+from triggers.backfill import backfill_status, backfill_submit, backfill_worker, backfills
 from triggers.preview import ticket_preview
 from triggers.upkeep import state_cleanup
 from triggers.webhooks import dynamics_webhook, servicenow_webhook
@@ -14,6 +16,10 @@ from triggers.worker import enrich_worker
 
 __all__ = [
     "app",
+    "backfill_status",
+    "backfill_submit",
+    "backfill_worker",
+    "backfills",
     "dynamics_webhook",
     "enrich_worker",
     "servicenow_webhook",
@@ -23,7 +29,8 @@ __all__ = [
 ]
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (webhooks.bp, worker.bp, upkeep.bp, preview.bp):
+# The backfill timer is registered only when ENRICH_BACKFILL__SCHEDULE is set at indexing.
+for blueprint in (webhooks.bp, worker.bp, upkeep.bp, preview.bp, *backfill.blueprints(os.environ)):
     app.register_functions(blueprint)
 logging.getLogger("azure").setLevel(logging.WARNING)
 logging.getLogger("msal").setLevel(logging.WARNING)

@@ -33,6 +33,7 @@ from domain.redact import Redactor
 
 __all__ = [
     "AzureOpenAISettings",
+    "BackfillSettings",
     "DataverseSettings",
     "DataverseWebhookSettings",
     "HttpSettings",
@@ -41,6 +42,7 @@ __all__ = [
     "Settings",
     "WebhookSettings",
     "load_settings",
+    "ncrontab_problem",
 ]
 
 # Every model: a validation error must not print its input (it may hold a secret).
@@ -222,6 +224,74 @@ class AzureOpenAISettings(BaseModel):
     api_version: str = "2024-10-21"
 
 
+# One NCRONTAB field: ``*``, a value, a range or a list of them, each with an optional step;
+# values are numbers or month/day names (Jan, Mon).
+_CRON_ITEM = r"(?:\*|[0-9A-Za-z]{1,9}(?:-[0-9A-Za-z]{1,9})?)(?:/[0-9]{1,4})?"
+_CRON_FIELD = re.compile(rf"^{_CRON_ITEM}(?:,{_CRON_ITEM})*$")
+_CRON_FIELDS = ("second", "minute", "hour", "day", "month", "day-of-week")
+
+
+def ncrontab_problem(schedule: str) -> str | None:
+    """What is wrong with the shape of an NCRONTAB expression (six fields), or None.
+
+    Only the shape is checked (six fields of ``*``, values, ranges, lists and steps); the
+    Functions host checks the ranges. Messages name the field, never the value.
+    """
+    parts = schedule.split()
+    if len(parts) != len(_CRON_FIELDS):
+        return (
+            f"must have 6 fields ({' '.join(_CRON_FIELDS)}), e.g. '0 0 2 * * *'; "
+            f"it has {min(len(parts), 99)}"
+        )
+    for name, part in zip(_CRON_FIELDS, parts, strict=True):
+        if not _CRON_FIELD.fullmatch(part):
+            return f"the {name} field is not *, a value, a range, a list or a step"
+    return None
+
+
+class BackfillSettings(BaseModel):
+    """Backfills over old tickets (``ENRICH_BACKFILL__*``): schedule, pacing and sizes.
+
+    ``schedule`` is an NCRONTAB expression (six fields, UTC unless WEBSITE_TIME_ZONE says
+    otherwise) for a scheduled run over the last ``schedule_lookback_hours`` by
+    ``schedule_by``; empty: no scheduled run. ``share`` is the part of each platform's request
+    quota a backfill may use, so live webhooks keep the rest: ServiceNow's rate-limit rule for
+    the integration user (``servicenow_requests`` per ``servicenow_period_s``), Dataverse's
+    service protection limits (``dataverse_requests`` and ``dataverse_execution_s`` per
+    ``dataverse_period_s``).
+    """
+
+    model_config = _HIDDEN
+
+    schedule: str = ""
+    schedule_by: Literal["created", "updated"] = "updated"
+    schedule_lookback_hours: int = Field(24, ge=1, le=24 * 366)
+    share: float = Field(0.5, gt=0, le=1)
+    servicenow_requests: int = Field(5000, ge=1)
+    servicenow_period_s: float = Field(3600.0, gt=0)
+    dataverse_requests: int = Field(6000, ge=1)
+    dataverse_period_s: float = Field(300.0, gt=0)
+    dataverse_execution_s: float = Field(1200.0, gt=0)
+    page_size: int = Field(100, ge=1, le=5000)
+    window_tickets: int = Field(500, ge=1, le=100_000)
+    lease_s: float = Field(600.0, ge=30, le=24 * 3600)
+    time_budget_s: float = Field(240.0, gt=0, le=3600)
+    max_requeues: int = Field(50, ge=0, le=10_000)
+    #: The scheduled run's ServiceNow encoded query, ANDed into each window's.
+    query: str | None = Field(None, max_length=2000)
+    #: The scheduled run's Dataverse ``$filter``, ANDed into each window's.
+    filter: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _check(self) -> BackfillSettings:
+        schedule = self.schedule.strip()
+        if schedule:
+            problem = ncrontab_problem(schedule)
+            if problem is not None:
+                raise ValueError(f"schedule {problem}")
+        return self
+
+
 class Settings(BaseSettings):
     """All settings; construct directly in tests, from the environment in production."""
 
@@ -239,6 +309,7 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = WebhookSettings()
     dataverse_webhook: DataverseWebhookSettings = DataverseWebhookSettings()
     queue: QueueSettings = QueueSettings()
+    backfill: BackfillSettings = BackfillSettings()
     azure_openai: AzureOpenAISettings | None = None
     mapping_path: str | None = None
     #: The Dynamics admin mapping; the embedded Dynamics default when unset.
@@ -254,15 +325,18 @@ class Settings(BaseSettings):
     decision_log: bool = True
 
 
-def load_settings() -> Settings:
+def load_settings(*, backfill: bool = True) -> Settings:
     """Read settings from the environment, raising ``ConfigError`` naming every bad key.
 
     The message names each setting and its problem, never a value. The ``ConfigError`` is
     raised outside the ``except`` block so neither ``__cause__`` nor ``__context__`` links it to
     the pydantic error, whose text may hold input values.
+
+    ``backfill=False`` leaves the ``ENRICH_BACKFILL__*`` settings unread (defaults): live
+    enrichment uses none of them, so a broken backfill setting never stops the webhooks.
     """
     try:
-        return Settings()
+        return Settings(backfill=BackfillSettings()) if not backfill else Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"{_setting_name(e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)

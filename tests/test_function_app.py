@@ -73,9 +73,20 @@ def test_functions_are_indexed():
     [trigger] = [b for b in preview.get_bindings() if b.type == "httpTrigger"]
     assert trigger.auth_level == func.AuthLevel.FUNCTION  # a function key, unlike the webhooks
     assert trigger.route == "preview" and [str(m) for m in trigger.methods] == ["POST"]
+    # No ENRICH_BACKFILL__SCHEDULE here: no backfill_schedule timer.
     assert names == {
-        "servicenow_webhook", "dynamics_webhook", "enrich_worker", "state_cleanup", "preview"
+        "servicenow_webhook", "dynamics_webhook", "enrich_worker", "state_cleanup", "preview",
+        "backfill_worker", "backfill_submit", "backfill_status",
     }  # fmt: skip
+    for name, route, method in (("backfill_submit", "backfill", "POST"),
+                                ("backfill_status", "backfill/{run_id}", "GET")):  # fmt: skip
+        [fn] = [f for f in functions if f.get_function_name() == name]
+        [http] = [b for b in fn.get_bindings() if b.type == "httpTrigger"]
+        assert http.auth_level == func.AuthLevel.FUNCTION
+        assert http.route == route and [str(m) for m in http.methods] == [method]
+    [fn] = [f for f in functions if f.get_function_name() == "backfill_worker"]
+    [queue] = [b for b in fn.get_bindings() if b.type == "queueTrigger"]
+    assert queue.queue_name == "enrich-backfill" and queue.connection == "AzureWebJobsStorage"
 
 
 def test_preview_answers_what_would_be_written_touching_no_platform(service):

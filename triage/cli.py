@@ -1,4 +1,4 @@
-"""``python -m triage``: enrich a file of tickets, train and evaluate models."""
+"""``python -m triage``: enrich a file of tickets, train and evaluate models, run backfills."""
 
 from __future__ import annotations
 
@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     from triage.mappings_cli import add_mappings_parser
 
     add_mappings_parser(sub)  # python -m triage mappings pull | validate | schema
+    from triage.backfill.cli import add_backfill_parser
+
+    add_backfill_parser(sub)  # python -m triage backfill ... | backfill status RUN
     try:
         from triage.learn.cli import add_evaluate_parser, add_train_parser
     except ImportError:  # pragma: no cover - the learner ships with the package

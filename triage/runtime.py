@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from domain.errors import ConfigError
 from domain.settings import Settings
@@ -23,9 +23,20 @@ if TYPE_CHECKING:
     from enrichers.summary import Summarizer
     from triage.pipeline import Pipeline
 
-__all__ = ["ServiceProvider", "build_service", "build_summarizer", "watched_provider"]
+__all__ = [
+    "ConnectorOptions",
+    "ServiceProvider",
+    "build_pipelines",
+    "build_service",
+    "build_summarizer",
+    "watched_provider",
+]
 
 log = logging.getLogger(__name__)
+
+#: Extra keyword arguments for a platform's connector builder, by system ("servicenow",
+#: "dataverse"): how a backfill plugs its own pacing into its own connectors.
+ConnectorOptions = Callable[[str], dict[str, Any]]
 
 
 def build_service(env: Mapping[str, str] | None = None) -> Service:
@@ -43,7 +54,9 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     from triage.dataverse_inbound import WebhookKeys
 
     env = os.environ if env is None else env
-    settings = load_settings()
+    # The ENRICH_BACKFILL__* settings are the backfill's (triage.backfill.service): left unread
+    # here, so a broken one cannot stop live enrichment.
+    settings = load_settings(backfill=False)
     # Every log record of the worker is scrubbed of every form of every configured secret.
     redactor = Redactor(secrets_of(settings))
     install_log_redaction(redactor)
@@ -55,7 +68,7 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
         from connectors.shadow import TableShadowStore
 
         records = TableShadowStore.from_settings(env, connection)
-    pipelines = _pipelines(settings, claims, redactor, records)
+    pipelines = build_pipelines(settings, claims, redactor, records)
     if not pipelines:
         raise ConfigError(
             "no platform is configured: set ENRICH_SERVICENOW__INSTANCE_URL and/or "
@@ -74,14 +87,27 @@ def build_service(env: Mapping[str, str] | None = None) -> Service:
     )
 
 
-def _pipelines(
-    settings: Settings, claims: ClaimStore, redactor: Redactor, records: ShadowStore | None
+def build_pipelines(
+    settings: Settings,
+    claims: ClaimStore,
+    redactor: Redactor,
+    records: ShadowStore | None,
+    *,
+    connector_options: ConnectorOptions | None = None,
 ) -> list[Pipeline]:
+    """One pipeline per configured platform (ServiceNow first), each with a new connector.
+
+    ``records`` receives shadow suggestions (shadow mode) or the decision log. The live
+    service and the backfill both build theirs here, so they decide alike;
+    ``connector_options(system)`` adds keyword arguments to that platform's connector builder
+    (the backfill's pacing), none by default.
+    """
     from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH
     from enrichers import default_enrichers
     from triage.mapping_store import load_mapping_from
     from triage.pipeline import Pipeline
 
+    options = connector_options or _no_options
     pipelines = []
     summarizer = build_summarizer(settings)
     if settings.servicenow is not None:
@@ -91,7 +117,9 @@ def _pipelines(
         model = _model(settings.model_path, mapping, "ENRICH_MODEL_PATH")
         pipelines.append(
             Pipeline(
-                connector=build_servicenow_connector(settings, redactor=redactor),
+                connector=build_servicenow_connector(
+                    settings, redactor=redactor, **options("servicenow")
+                ),
                 mapping=mapping,
                 enrichers=default_enrichers(mapping, model=model, summarizer=summarizer),
                 claims=claims,
@@ -111,7 +139,10 @@ def _pipelines(
                 "ENRICH_DATAVERSE_MAPPING_PATH: the mapping's system is not dataverse"
             )
         connector = build_dataverse_connector(
-            settings, field_types=mapping.column_types(), redactor=redactor
+            settings,
+            field_types=mapping.column_types(),
+            redactor=redactor,
+            **options("dataverse"),
         )
         pipelines.append(
             Pipeline(
@@ -131,6 +162,10 @@ def _pipelines(
             )
         )
     return pipelines
+
+
+def _no_options(system: str) -> dict[str, Any]:
+    return {}
 
 
 def _model(path: str | None, mapping: FieldMapping, setting: str) -> TextModel | None:
