@@ -137,3 +137,19 @@ def test_a_timer_firing_twice_in_one_minute_starts_one_run():
     assert sorted(r for r, _ in conn.updates) == [sys_id(i) for i in (1, 2, 3)]
     assert status.spec["by"] == "updated" and status.spec["origin"] == "timer"
     assert status.spec["since"].startswith("2024-02-29T12:00:00")
+
+
+def test_broken_backfill_settings_do_not_stop_the_live_settings(monkeypatch):
+    from domain.settings import load_settings
+
+    monkeypatch.setenv("ENRICH_BACKFILL__SHARE", "1.5")
+    monkeypatch.setenv("ENRICH_BACKFILL__SCHEDULE", "0 2 * * *")
+    assert load_settings(backfill=False).backfill == BackfillSettings()  # what the live one reads
+    with pytest.raises(ConfigError, match="ENRICH_BACKFILL__SHARE") as caught:
+        load_settings()
+    assert "1.5" not in str(caught.value)
+    monkeypatch.delenv("ENRICH_BACKFILL__SHARE")
+    with pytest.raises(ConfigError, match="ENRICH_BACKFILL: Value error, schedule must have 6"):
+        load_settings()
+    monkeypatch.setenv("ENRICH_BACKFILL__SCHEDULE", "0 */5 1-6 * Jan,Jul Mon-Fri")
+    assert load_settings().backfill.schedule == "0 */5 1-6 * Jan,Jul Mon-Fri"
