@@ -153,3 +153,24 @@ def test_broken_backfill_settings_do_not_stop_the_live_settings(monkeypatch):
         load_settings()
     monkeypatch.setenv("ENRICH_BACKFILL__SCHEDULE", "0 */5 1-6 * Jan,Jul Mon-Fri")
     assert load_settings().backfill.schedule == "0 */5 1-6 * Jan,Jul Mon-Fri"
+
+
+def test_built_from_settings_without_storage_the_cli_keeps_checkpoints_in_a_file(
+    monkeypatch, tmp_path
+):
+    from connectors.backfill_stores import FileCheckpointStore
+    from triage.backfill.service import build_backfill_service
+
+    monkeypatch.setenv("ENRICH_SERVICENOW__INSTANCE_URL", "https://x.service-now.com")
+    monkeypatch.setenv("ENRICH_SERVICENOW__AUTH", "basic")
+    monkeypatch.setenv("ENRICH_SERVICENOW__USERNAME", "u")
+    monkeypatch.setenv("ENRICH_SERVICENOW__PASSWORD", "p")
+    env = {"ENRICH_SERVICENOW__INSTANCE_URL": "https://x.service-now.com"}
+    with pytest.raises(ConfigError, match="this needs Storage: set AzureWebJobsStorage"):
+        build_backfill_service(env, require_storage=True)
+    svc = build_backfill_service(env, state_path=str(tmp_path / "s.json"))
+    assert isinstance(svc.store, FileCheckpointStore) and svc.queue is None
+    assert svc.systems() == ("servicenow",)
+    runner = svc.runners("servicenow")
+    assert runner is not None and runner.lease_s == 600.0 and svc.runners("dataverse") is None
+    assert runner.pipeline.mapping.system == "servicenow"
