@@ -24,8 +24,10 @@ Semantics
 * **Blocks.** A process reserves ``block`` requests at a time (fewer when the slot has fewer
   left) and hands them to its threads. Grants are valid only in the slot they were reserved in:
   those unused at the slot's end are **lost** (the platform never saw them, but the slot counted
-  them), so keep ``block`` small: 1 costs one or two Storage operations per request; 5 cuts that
-  five-fold and wastes at most 4 requests per instance per slot.
+  them), so keep ``block`` small. Measured on Azurite: at ``block`` 1 a lone instance makes 1.02
+  Storage operations per request (one conditional update, reusing its own last etag), two
+  instances taking turns 3.0 (each write loses the race once: re-read, write again); at 5,
+  0.22 and 0.60; a block wastes at most ``block - 1`` requests per instance per slot.
 * **Over the allowance** a request sleeps (the injected ``sleep``) until the next slot.
 * **Execution time** (``max_execution_s``, Dataverse's 20 minutes): ``slot()`` measures how long
   each request took; those seconds are added to the row at the process's next reservation. A
@@ -45,7 +47,8 @@ Semantics
   ``n * A + 1``.
 
 Scopes: one per platform user, ``budget_scope("servicenow", "acme.service-now.com", "svc")`` ->
-``servicenow:acme.service-now.com:svc``. ``scope_key`` makes any scope a valid PartitionKey:
+``servicenow:acme.service-now.com:svc``. ``SharedBudget`` stores it under ``scope_key(scope)``
+(its ``.scope``), which makes any scope a valid PartitionKey:
 ``/ \\ # ?``, control characters and ``%`` itself become ``%XX`` (so distinct scopes stay
 distinct); one longer than 200 characters is cut and suffixed with a hash of the whole.
 
@@ -138,8 +141,11 @@ def scope_key(scope: str) -> str:
 
 
 def budget_scope(platform: str, host: str, user: str) -> str:
-    """The scope of one platform user: ``<platform>:<host, lower case>:<user>``, sanitised."""
-    return scope_key(f"{platform}:{host.strip().lower()}:{user.strip()}")
+    """The scope of one platform user: ``<platform>:<host, lower case>:<user>``.
+
+    Not yet a PartitionKey: ``SharedBudget`` passes it through ``scope_key`` (its ``.scope``).
+    """
+    return f"{platform}:{host.strip().lower()}:{user.strip()}"
 
 
 def combine(

@@ -338,6 +338,8 @@ def test_scopes_are_valid_injective_partition_keys():
     assert scope_key("a/b") != scope_key("a%2Fb")  # the escape character is escaped too
     long_a, long_b = scope_key("s:" + "a" * 500), scope_key("s:" + "a" * 499 + "b")
     assert len(long_a) == 200 and long_a != long_b
+    b = budget(MemoryBudgetRows(), FakeClock(), scope=budget_scope("servicenow", "h", "a/b"))
+    assert b.scope == "servicenow:h:a%2Fb"  # sanitised once, by the budget
 
 
 @pytest.mark.parametrize(
