@@ -11,8 +11,10 @@ so the 429 path (which the HTTP layer honours) stays the exception:
 * a sliding window of finished requests' durations: while their sum reaches the execution-time
   budget, new requests wait likewise.
 
-It paces one process. Several Function instances share the same application user, so the
-platform's 429 with ``Retry-After`` remains the backstop.
+It paces one process. Several Function instances share the same application user: a backfill
+shares its request budget across them with ``connectors.backfill_pacing.SharedBudget``
+(``combine(pacer.slot, budget.slot)`` nests both), and the platform's 429 with ``Retry-After``
+remains the backstop.
 """
 
 from __future__ import annotations
