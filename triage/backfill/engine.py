@@ -174,7 +174,14 @@ class WindowRunner:
             after = None
             if spec.system == "servicenow" and cp.last_id:
                 after = Position(parse_time(cp.last_time), cp.last_id)
-            query = window_query(window, spec.system, mapping, spec.query, after=after)
+            query = window_query(
+                window,
+                spec.system,
+                mapping,
+                spec.query,
+                after=after,
+                exclude_user=self.pipeline.integration_user(),
+            )
             order = window_order(window, spec.system, mapping)
             if spec.system == "servicenow":
                 page = connector.read_page(spec.table, query, fields, limit=limit)

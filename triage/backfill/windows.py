@@ -140,11 +140,14 @@ def window_query(
     extra: str | None = None,
     *,
     after: Position | None = None,
+    exclude_user: str | None = None,
 ) -> str:
     """The platform query for one window, resuming after ``after`` when given.
 
     ServiceNow: a complete encoded query with ``ORDERBY<time>^ORDERBYsys_id``. Dataverse: the
     ``$filter`` (the order is ``window_order``). ``extra`` is the admin's query or filter.
+    ``exclude_user`` (our integration user) leaves out tickets whose last update is ours: we
+    have been there, and a person's later edit brings the ticket back.
     Raises ``ConfigError`` for a query that could escape the AND (``^NQ``, unbalanced
     parentheses), an order of its own, or a mapping that fills no field.
     """
@@ -153,8 +156,19 @@ def window_query(
         raise ConfigError(f"the mapping is for {mapping.system}, not {platform}")
     columns = _filled_columns(mapping)
     if platform == "servicenow":
-        return _servicenow(window, mapping, columns, extra, after)
-    return _dataverse(window, mapping, columns, extra, after)
+        query = _servicenow(window, mapping, columns, extra, after)
+        if exclude_user:
+            if not re.fullmatch(r"[\w.@-]{1,100}", exclude_user):
+                raise ConfigError("the integration user name holds characters a query cannot")
+            # Before the ORDERBY terms, which must stay last.
+            head, order = query.split("^ORDERBY", 1)
+            query = f"{head}^{mapping.last_updated_by}!={exclude_user}^ORDERBY{order}"
+        return query
+    query = _dataverse(window, mapping, columns, extra, after)
+    if exclude_user and _GUID.fullmatch(exclude_user):
+        # (A name instead of WhoAmI's id cannot be filtered on; the loop guard skips them.)
+        query += f" and {mapping.last_updated_by} ne {exclude_user.lower()}"
+    return query
 
 
 def window_order(window: Window, platform: str, mapping: FieldMapping) -> str:
