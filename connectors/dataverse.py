@@ -21,6 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -31,6 +32,7 @@ from connectors._auth import BearerAuth, TokenProvider
 from connectors._http import HttpClient, request_id_of
 from connectors._msal import MsalTokenProvider
 from connectors._pacing import Pacer
+from connectors.backfill_pacing import combine
 from connectors.base import RecordPage, SourceRecord, System, Update, WriteOutcome
 from connectors.dataverse_writes import DEFAULT_CASES_PER_BATCH, DataverseWrites
 from domain.errors import ConfigError, RejectedError, UnavailableError
@@ -63,7 +65,11 @@ class DataverseConnector:
         monotonic: Callable[[], float] = time.monotonic,
         redactor: Redactor | None = None,
         note_subject: str = "Ticket enrichment",
+        shared_pacer: Callable[[], AbstractContextManager[None]] | None = None,
+        on_throttle: Callable[[float], None] | None = None,
     ) -> None:
+        """``shared_pacer`` (inside this process's ``pacer``) and ``on_throttle`` (told of
+        every 429) let a backfill share one request budget across instances."""
         self._settings = settings
         self._base = settings.base_url
         field_types = od.check_field_types(field_types)
@@ -85,7 +91,10 @@ class DataverseConnector:
             now=now,
             monotonic=monotonic,
             redactor=self.redactor,
-            pacer=self.pacer.slot,
+            pacer=self.pacer.slot
+            if shared_pacer is None
+            else combine(self.pacer.slot, shared_pacer),
+            on_throttle=on_throttle,
         )
         self._writes = DataverseWrites(
             self._http,
@@ -350,13 +359,17 @@ class DataverseConnector:
 
 
 def build_dataverse_connector(
-    settings: Settings, *, field_types: Mapping[str, str], redactor: Redactor | None = None
+    settings: Settings,
+    *,
+    field_types: Mapping[str, str],
+    redactor: Redactor | None = None,
+    **options: Any,
 ) -> DataverseConnector:
     """Build the connector from settings; ``ConfigError`` when Dataverse is not configured."""
     if settings.dataverse is None:
         raise ConfigError("Dataverse is not configured (set ENRICH_DATAVERSE__ORG_URL)")
     return DataverseConnector(
-        settings.dataverse, settings.http, field_types=field_types, redactor=redactor
+        settings.dataverse, settings.http, field_types=field_types, redactor=redactor, **options
     )
 
 

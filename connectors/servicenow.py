@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -89,7 +90,11 @@ class ServiceNowConnector:
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         redactor: Redactor | None = None,
+        pacer: Callable[[], AbstractContextManager[None]] | None = None,
+        on_throttle: Callable[[float], None] | None = None,
     ) -> None:
+        """``pacer`` (each request is sent inside ``pacer()``) and ``on_throttle`` (told of
+        every 429) let a backfill share one request budget across instances."""
         self._settings = settings
         self._base = settings.base_url
         self._owns_session = session is None
@@ -107,6 +112,8 @@ class ServiceNowConnector:
             now=now,
             monotonic=monotonic,
             redactor=self.redactor,
+            pacer=pacer,
+            on_throttle=on_throttle,
         )
 
     def get(self, table: str, record_id: str, fields: Sequence[str]) -> SourceRecord:
@@ -374,7 +381,7 @@ def stable_order(query: str) -> str:
 
 
 def build_servicenow_connector(
-    settings: Settings, *, redactor: Redactor | None = None
+    settings: Settings, *, redactor: Redactor | None = None, **options: Any
 ) -> ServiceNowConnector:
     """Build the connector from settings; ``ConfigError`` when ServiceNow is not configured.
 
@@ -383,7 +390,7 @@ def build_servicenow_connector(
     """
     if settings.servicenow is None:
         raise ConfigError("ServiceNow is not configured (set ENRICH_SERVICENOW__INSTANCE_URL)")
-    return ServiceNowConnector(settings.servicenow, settings.http, redactor=redactor)
+    return ServiceNowConnector(settings.servicenow, settings.http, redactor=redactor, **options)
 
 
 def _auth_for(

@@ -55,8 +55,8 @@ _SHORT = {"servicenow": "sn", "dataverse": "dv"}
 def connector_options(system: str) -> dict[str, Any]:
     """Keyword arguments for the backfill's connector of ``system`` (its pacing).
 
-    The seam where the shared request budget (``pacer=``, ``on_throttle=``) is plugged in;
-    nothing yet, so the backfill's connectors are paced like the live ones.
+    No shared budget: the connectors are paced like the live ones (tests, and callers that
+    pace otherwise); ``build_backfill_service`` uses ``triage.backfill.pacing`` by default.
     """
     return {}
 
@@ -209,7 +209,7 @@ def build_backfill_service(
     *,
     state_path: str | None = None,
     require_storage: bool = False,
-    options: Callable[[str], dict[str, Any]] = connector_options,
+    options: Callable[[str], dict[str, Any]] | None = None,
 ) -> BackfillService:
     """Build the backfill side from app settings (``ConfigError`` naming what is wrong).
 
@@ -218,6 +218,8 @@ def build_backfill_service(
     the shadow records. Without it (the CLI only) checkpoints go to ``state_path`` (default
     ``DEFAULT_STATE_PATH``) and claims and shadow records stay in memory; ``require_storage``
     refuses that. ``state_path`` keeps checkpoints in a file even when Storage is configured.
+    ``options`` replaces the connectors' pacing (default: the shared budget of
+    ``triage.backfill.pacing``).
     """
     from domain.redact import Redactor, install_log_redaction, secrets_of
     from domain.settings import load_settings
@@ -256,6 +258,13 @@ def build_backfill_service(
         claims = MemoryClaimStore()
         records = MemoryShadowStore() if settings.shadow_mode else None
 
+    quota_used: Callable[[], float] | None = None
+    if options is None:
+        from triage.backfill.pacing import BudgetWiring
+
+        wiring = BudgetWiring(settings, env, storage, connection)
+        options, quota_used = wiring.options, wiring.quota_used
+
     def build() -> dict[str, WindowRunner]:
         from triage.runtime import build_pipelines
 
@@ -268,7 +277,7 @@ def build_backfill_service(
             for p in pipelines
         }
 
-    return BackfillService(settings, store, _LazyRunners(build), queue, poison)
+    return BackfillService(settings, store, _LazyRunners(build), queue, poison, quota_used)
 
 
 def _store(env: Mapping[str, str], connection: str, path: str | None) -> CheckpointStore:
