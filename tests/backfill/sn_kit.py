@@ -65,10 +65,11 @@ class Kit:
         *,
         wrap: Callable[[ServiceNowConnector], Any] | None = None,
         report: ReportSink | None = None,
+        connector_options: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> WindowRunner:
         mapping = load_mapping()
-        connector = self.connector()
+        connector = self.connector(**(connector_options or {}))
         pipeline = Pipeline(
             wrap(connector) if wrap else connector,
             mapping,
