@@ -183,3 +183,38 @@ def test_a_ticket_being_enriched_live_is_left_to_it(kit: Kit) -> None:
         kit.clock.advance(max(o.retry_after_s, 1))
     assert len(kit.notes(kit.ids[3])) == 1
     assert all(len(kit.notes(i)) <= 1 for i in kit.ids)
+
+
+def test_shadow_mode_and_field_modes_are_obeyed(kit: Kit) -> None:
+    from connectors.shadow import MemoryShadowStore
+
+    kit.add_tickets(24, days=1)
+    spec = kit.spec(until=kit.spec().since.replace(day=2), dry_run=True)
+    shadow = MemoryShadowStore()
+    report = MemoryReport()
+    runner = kit.runner(report=report)
+    runner.pipeline.shadow = shadow
+    status = run_local(spec, runner, kit.store)
+    assert requests_by(kit)["POST batch"] == 0
+    assert status.counts.filled == 0 and status.counts.detail("skipped:shadow mode") > 0
+    assert {r.action for r in report.rows} <= {"shadow", "skip"}
+    assert "shadow" in {r.action for r in report.rows}
+    assert list(shadow.since(0)) == []  # a dry run records nothing, not even shadow rows
+    # A real run in shadow mode records the suggestions and writes nothing.
+    runner = kit.runner()
+    runner.pipeline.shadow = shadow
+    run_local(kit.spec("shadow", until=spec.until), runner, kit.store)
+    assert requests_by(kit)["POST batch"] == 0
+    assert {r.record_id for r in shadow.since(0)} >= set(kit.ids[:5]) - {kit.ids[5]}
+
+    # Category in suggest mode, the rest filled: category never written, only noted.
+    runner = kit.runner(report=(modes := MemoryReport()))
+    runner.pipeline.mapping = runner.pipeline.mapping.model_copy(
+        update={"modes": {"category": "suggest", "subcategory": "suggest"}}
+    )
+    status = run_local(kit.spec("real", until=spec.until), runner, kit.store)
+    assert all(kit.sim.get_record("incident", i)["category"] in ("", "inquiry") for i in kit.ids)
+    assert status.counts.detail("filled:category") == 0
+    assert "suggest" in {r.action for r in modes.rows if r.field == "category"}
+    noted = [i for i in kit.ids if kit.notes(i)]
+    assert noted and all("category" in kit.notes(i)[0] for i in noted)

@@ -118,7 +118,8 @@ def process_page(
                 )
             )  # fmt: skip
         if shadow:
-            pipeline.record_shadow(record, ticket, digest, plan)
+            if not dry_run:  # a dry run records nothing anywhere: the report is its output
+                pipeline.record_shadow(record, ticket, digest, plan)
             work.outcomes[pos] = Outcome("skipped", "shadow mode")
             continue
         if not values:
