@@ -24,6 +24,7 @@ from azure.data.tables import TableClient, UpdateMode
 
 from connectors.backfill_pacing import BUDGET_TABLE
 from connectors.queue import map_storage_error
+from connectors.storage_auth import CredentialFactory, default_credential_factory
 from connectors.table_state import LazyTable
 
 __all__ = ["ROW_KEY", "MemoryBudgetRows", "TableBudgetRows"]
@@ -77,10 +78,18 @@ class TableBudgetRows:
 
     @classmethod
     def from_settings(
-        cls, env: Mapping[str, str], connection_setting: str, table_name: str = BUDGET_TABLE
+        cls,
+        env: Mapping[str, str],
+        connection_setting: str,
+        table_name: str = BUDGET_TABLE,
+        *,
+        credential_factory: CredentialFactory = default_credential_factory,
     ) -> TableBudgetRows:
-        """Build from the app setting holding the Storage connection string."""
-        return cls(LazyTable.from_settings(env, connection_setting, table_name).client)
+        """Build from the app setting naming the Storage connection (string or identity)."""
+        table = LazyTable.from_settings(
+            env, connection_setting, table_name, credential_factory=credential_factory
+        )
+        return cls(table.client)
 
     def get(self, scope: str) -> tuple[dict[str, Any], str] | None:
         """The scope's row and etag, or None."""

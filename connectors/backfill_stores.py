@@ -29,6 +29,7 @@ from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from connectors.backfill_state import BACKFILL_TABLE, Row, RowCheckpointStore
 from connectors.queue import map_storage_error
+from connectors.storage_auth import CredentialFactory, default_credential_factory
 from connectors.table_state import LazyTable
 from domain.errors import ConfigError
 
@@ -216,7 +217,15 @@ class TableCheckpointStore(RowCheckpointStore):
 
     @classmethod
     def from_settings(
-        cls, env: Mapping[str, str], connection_setting: str, table_name: str = BACKFILL_TABLE
+        cls,
+        env: Mapping[str, str],
+        connection_setting: str,
+        table_name: str = BACKFILL_TABLE,
+        *,
+        credential_factory: CredentialFactory = default_credential_factory,
     ) -> TableCheckpointStore:
-        """Build from the app setting holding the Storage connection string."""
-        return cls(LazyTable.from_settings(env, connection_setting, table_name).client)
+        """Build from the app setting naming the Storage connection (string or identity)."""
+        table = LazyTable.from_settings(
+            env, connection_setting, table_name, credential_factory=credential_factory
+        )
+        return cls(table.client)

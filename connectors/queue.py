@@ -23,9 +23,17 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from connectors.storage_auth import (
+    DEV_STORAGE_CONNECTION_STRING,
+    CredentialFactory,
+    StorageConnection,
+    default_credential_factory,
+    queue_client,
+    resolve_connection,
+    resolve_connection_string,
+)
 from domain.errors import (
     AuthError,
-    ConfigError,
     ConflictError,
     ConnectorError,
     NotFoundError,
@@ -57,18 +65,6 @@ MAX_DELAY_S = 7 * 24 * 3600 - 3600
 
 # A queue message is at most 64 KiB once encoded; base64 turns 3 bytes into 4 characters.
 MAX_MESSAGE_CHARS = 64 * 1024
-
-# The well-known Azurite/emulator account: the key is public, documented by Microsoft.
-DEV_STORAGE_CONNECTION_STRING = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
-    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)
-
-# Suffixes of an identity-based connection ("<setting>__queueServiceUri" and friends).
-_IDENTITY_SUFFIXES = ("__queueServiceUri", "__serviceUri", "__accountName", "__credential")
 
 
 class JobQueue(Protocol):
@@ -164,18 +160,39 @@ class StorageJobQueue:
 
         The client is created on first send (the SDK import costs a cold start ~0.3 s).
         """
+        connection = StorageConnection("connection string", connection_string=conn_str)
+        return cls.from_connection(
+            connection,
+            queue_name,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            retry_total=retry_total,
+        )
+
+    @classmethod
+    def from_connection(
+        cls,
+        connection: StorageConnection,
+        queue_name: str,
+        *,
+        credential_factory: CredentialFactory = default_credential_factory,
+        connect_timeout_s: float = 3.05,
+        read_timeout_s: float = 20.0,
+        retry_total: int = 2,
+    ) -> StorageJobQueue:
+        """Build on a resolved connection (connection string or identity), client on first send."""
 
         def factory() -> QueueClientLike:
             from azure.storage.queue import (
                 ExponentialRetry,
-                QueueClient,
                 TextBase64DecodePolicy,
                 TextBase64EncodePolicy,
             )
 
-            client: QueueClientLike = QueueClient.from_connection_string(
-                conn_str,
+            client: QueueClientLike = queue_client(
+                connection,
                 queue_name,
+                credential_factory=credential_factory,
                 message_encode_policy=TextBase64EncodePolicy(),
                 message_decode_policy=TextBase64DecodePolicy(),
                 connection_timeout=connect_timeout_s,
@@ -196,10 +213,15 @@ class StorageJobQueue:
     def from_settings(
         cls, env: Mapping[str, str], connection_setting: str, queue_name: str, **kwargs: Any
     ) -> StorageJobQueue:
-        """Build from the app setting named ``connection_setting`` (e.g. AzureWebJobsStorage)."""
-        return cls.from_connection_string(
-            resolve_connection_string(env, connection_setting), queue_name, **kwargs
-        )
+        """Build from the connection an app setting names (e.g. AzureWebJobsStorage).
+
+        A connection string or an identity-based ``<setting>__*`` connection
+        (``connectors.storage_auth``); a bad or incomplete one raises ``ConfigError`` now.
+        """
+        connection = resolve_connection(env, connection_setting)
+        if connection.identity_based:
+            connection.endpoint("queue")  # fail at start-up, not on the first re-queue
+        return cls.from_connection(connection, queue_name, **kwargs)
 
     @property
     def queue_name(self) -> str:
@@ -234,31 +256,6 @@ class StorageJobQueue:
             except AzureError as exc:
                 raise map_storage_error(exc, "create queue") from exc
             self._created = True
-
-
-def resolve_connection_string(env: Mapping[str, str], connection_setting: str) -> str:
-    """The connection string an app setting names; UseDevelopmentStorage=true means Azurite."""
-    value = env.get(connection_setting, "").strip()
-    if not value:
-        if any(f"{connection_setting}{suffix}" in env for suffix in _IDENTITY_SUFFIXES):
-            raise ConfigError(
-                f"{connection_setting} is an identity-based connection "
-                f"({connection_setting}__queueServiceUri + managed identity); that needs the "
-                "azure-identity package, which this app does not install yet: "
-                f"set {connection_setting} to a connection string instead"
-            )
-        raise ConfigError(f"app setting {connection_setting} is missing or empty")
-    if value.rstrip(";").replace(" ", "").lower() == "usedevelopmentstorage=true":
-        return DEV_STORAGE_CONNECTION_STRING
-    if value.lower().startswith("usedevelopmentstorage"):
-        raise ConfigError(
-            f"{connection_setting}: only 'UseDevelopmentStorage=true' is supported "
-            "(no DevelopmentStorageProxyUri)"
-        )
-    if "=" not in value:
-        # Never echo the value: it may be a key.
-        raise ConfigError(f"{connection_setting} is not a Storage connection string")
-    return value
 
 
 def map_storage_error(exc: AzureError, operation: str) -> ConnectorError:

@@ -20,6 +20,7 @@ from azure.core.exceptions import AzureError
 from azure.data.tables import TableClient, UpdateMode
 
 from connectors.queue import map_storage_error
+from connectors.storage_auth import CredentialFactory, default_credential_factory
 from connectors.table_state import LazyTable
 
 __all__ = ["SHADOW_TABLE", "MemoryShadowStore", "ShadowRecord", "ShadowStore", "TableShadowStore"]
@@ -94,10 +95,18 @@ class TableShadowStore:
 
     @classmethod
     def from_settings(
-        cls, env: Mapping[str, str], connection_setting: str, table_name: str = SHADOW_TABLE
+        cls,
+        env: Mapping[str, str],
+        connection_setting: str,
+        table_name: str = SHADOW_TABLE,
+        *,
+        credential_factory: CredentialFactory = default_credential_factory,
     ) -> TableShadowStore:
-        """Build from the app setting holding the Storage connection string."""
-        return cls(LazyTable.from_settings(env, connection_setting, table_name).client)
+        """Build from the app setting naming the Storage connection (string or identity)."""
+        table = LazyTable.from_settings(
+            env, connection_setting, table_name, credential_factory=credential_factory
+        )
+        return cls(table.client)
 
     def record(self, rows: list[ShadowRecord]) -> None:
         """Upsert ``rows`` (a re-run of the same input replaces its own rows)."""

@@ -28,8 +28,14 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, UpdateMode
 
-from connectors.queue import map_storage_error, resolve_connection_string
+from connectors.queue import map_storage_error
 from connectors.state import Claim, row_key
+from connectors.storage_auth import (
+    CredentialFactory,
+    default_credential_factory,
+    resolve_connection,
+    table_client,
+)
 
 __all__ = ["CLAIMS_TABLE", "REPLAY_TABLE", "LazyTable", "TableClaimStore", "TableReplayGuard"]
 
@@ -50,13 +56,28 @@ class LazyTable:
 
     @classmethod
     def from_settings(
-        cls, env: Mapping[str, str], connection_setting: str, table_name: str
+        cls,
+        env: Mapping[str, str],
+        connection_setting: str,
+        table_name: str,
+        *,
+        credential_factory: CredentialFactory = default_credential_factory,
     ) -> LazyTable:
-        """A client for ``table_name`` on the Storage account an app setting names."""
-        conn = resolve_connection_string(env, connection_setting)
+        """A client for ``table_name`` on the Storage account an app setting names.
+
+        The setting holds a connection string, or prefixes an identity-based connection
+        (``<setting>__tableServiceUri`` / ``__accountName`` and ``__credential``, ``__clientId``):
+        ``connectors.storage_auth`` decides. A bad or incomplete one raises ``ConfigError``.
+        """
+        connection = resolve_connection(env, connection_setting)
         return cls(
-            TableClient.from_connection_string(
-                conn, table_name, connection_timeout=3.05, read_timeout=10.0, retry_total=2
+            table_client(
+                connection,
+                table_name,
+                credential_factory=credential_factory,
+                connection_timeout=3.05,
+                read_timeout=10.0,
+                retry_total=2,
             )
         )
 
@@ -85,10 +106,18 @@ class TableReplayGuard:
 
     @classmethod
     def from_settings(
-        cls, env: Mapping[str, str], connection_setting: str, table_name: str = REPLAY_TABLE
+        cls,
+        env: Mapping[str, str],
+        connection_setting: str,
+        table_name: str = REPLAY_TABLE,
+        *,
+        credential_factory: CredentialFactory = default_credential_factory,
     ) -> TableReplayGuard:
-        """Build from the app setting holding the Storage connection string."""
-        return cls(LazyTable.from_settings(env, connection_setting, table_name).client)
+        """Build from the app setting naming the Storage connection (string or identity)."""
+        table = LazyTable.from_settings(
+            env, connection_setting, table_name, credential_factory=credential_factory
+        )
+        return cls(table.client)
 
     def first_use(self, key: str, *, expires_at: float) -> bool:
         """Insert the key's row; False when it already exists (a replay)."""
@@ -123,10 +152,18 @@ class TableClaimStore:
 
     @classmethod
     def from_settings(
-        cls, env: Mapping[str, str], connection_setting: str, table_name: str = CLAIMS_TABLE
+        cls,
+        env: Mapping[str, str],
+        connection_setting: str,
+        table_name: str = CLAIMS_TABLE,
+        *,
+        credential_factory: CredentialFactory = default_credential_factory,
     ) -> TableClaimStore:
-        """Build from the app setting holding the Storage connection string."""
-        return cls(LazyTable.from_settings(env, connection_setting, table_name).client)
+        """Build from the app setting naming the Storage connection (string or identity)."""
+        table = LazyTable.from_settings(
+            env, connection_setting, table_name, credential_factory=credential_factory
+        )
+        return cls(table.client)
 
     def claim(self, key: str, *, lease_s: float) -> Claim:
         """Insert a leased row, or report busy/done, or take over an expired lease by etag."""
