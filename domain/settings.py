@@ -48,7 +48,7 @@ __all__ = [
 # Every model: a validation error must not print its input (it may hold a secret).
 _HIDDEN = ConfigDict(hide_input_in_errors=True)
 # Environment variables whose values are scrubbed from settings errors (defence in depth).
-_SECRET_ENV = re.compile(r"^ENRICH_.*(SECRET|PASSWORD|KEY|TOKEN)", re.IGNORECASE)
+_SECRET_ENV = re.compile(r"^ENRICH_.*(SECRET|PASSWORD|KEY|TOKEN|PEM)", re.IGNORECASE)
 
 
 class HttpSettings(BaseModel):
@@ -103,13 +103,28 @@ _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 _THUMBPRINT = re.compile(r"^[0-9A-Fa-f]{40}$")
 
 
+def _check_resolved(name: str, value: SecretStr | None) -> None:
+    """Refuse a Key Vault reference App Service could not resolve: it hands the app the
+    reference text itself, which is no secret (anyone could sign with it)."""
+    if value is not None and value.get_secret_value().lstrip().startswith("@Microsoft.KeyVault("):
+        raise ValueError(
+            f"{name} is an unresolved Key Vault reference (does the secret exist, and may the "
+            "app's identity read it?)"
+        )
+
+
 class DataverseSettings(BaseModel):
     """How to reach and authenticate against one Dataverse (Dynamics 365) environment.
 
     ``auth`` picks the credential: ``secret`` (tenant_id, client_id, client_secret),
-    ``certificate`` (tenant_id, client_id, certificate_path to a PEM private key and its SHA-1
-    certificate_thumbprint) or ``managed_identity`` (system-assigned, or the user-assigned one
-    named by managed_identity_client_id). ``bypass_business_logic`` is sent as
+    ``certificate`` (tenant_id, client_id and either certificate_pem — the PEM or base64 PFX
+    itself, a Key Vault reference in Azure, thumbprint optional: taken from the certificate in
+    it — or certificate_path to a PEM private key with its SHA-1 certificate_thumbprint),
+    ``federated`` (tenant_id and client_id of the app registration, whose federated credential
+    trusts the user-assigned managed identity managed_identity_client_id: that identity's token
+    for ``federated_audience`` is the client assertion, no secret anywhere) or
+    ``managed_identity`` (system-assigned, or the user-assigned one named by
+    managed_identity_client_id, itself the application user). ``bypass_business_logic`` is sent as
     ``MSCRM.BypassBusinessLogicExecution`` on writes; it needs the application user to hold the
     ``prvBypassCustomBusinessLogic`` privilege.
     """
@@ -117,14 +132,16 @@ class DataverseSettings(BaseModel):
     model_config = _HIDDEN
 
     org_url: HttpUrl
-    auth: Literal["secret", "certificate", "managed_identity"] = "secret"
+    auth: Literal["secret", "certificate", "federated", "managed_identity"] = "secret"
     tenant_id: str | None = None
     client_id: str | None = None
     client_secret: SecretStr | None = None
     certificate_path: str | None = None
     certificate_thumbprint: str | None = None
     certificate_password: SecretStr | None = None
+    certificate_pem: SecretStr | None = None
     managed_identity_client_id: str | None = None
+    federated_audience: str = Field("api://AzureADTokenExchange", pattern=r"^api://[\w.-]{1,64}$")
     authority_host: HttpUrl = HttpUrl("https://login.microsoftonline.com")
     page_size: int = Field(500, ge=1, le=5000)
     bypass_business_logic: str | None = None
@@ -143,17 +160,27 @@ class DataverseSettings(BaseModel):
         if self.auth == "secret" and not self.client_secret:
             raise ValueError("auth=secret needs client_secret")
         if self.auth == "certificate":
-            if not self.certificate_path:
-                raise ValueError("auth=certificate needs certificate_path")
-            thumbprint = self.certificate_thumbprint or ""
-            if not _THUMBPRINT.fullmatch(thumbprint.replace(":", "")):
-                raise ValueError("auth=certificate needs a 40-hex-digit certificate_thumbprint")
+            self._check_certificate()
+        if self.auth == "federated" and not self.managed_identity_client_id:
+            raise ValueError(
+                "auth=federated needs managed_identity_client_id (the user-assigned identity "
+                "the app registration's federated credential trusts)"
+            )
+        for name in ("client_secret", "certificate_pem", "certificate_password"):
+            _check_resolved(name, getattr(self, name))
         if (
             self.bypass_business_logic is not None
             and self.bypass_business_logic not in _BYPASS_VALUES
         ):
             raise ValueError(f"bypass_business_logic must be one of {sorted(_BYPASS_VALUES)}")
         return self
+
+    def _check_certificate(self) -> None:
+        if bool(self.certificate_path) == bool(self.certificate_pem):
+            raise ValueError("auth=certificate needs certificate_pem or certificate_path (one)")
+        thumbprint = (self.certificate_thumbprint or "").replace(":", "")
+        if (self.certificate_path or thumbprint) and not _THUMBPRINT.fullmatch(thumbprint):
+            raise ValueError("auth=certificate needs a 40-hex-digit certificate_thumbprint")
 
     @property
     def base_url(self) -> str:
@@ -172,14 +199,36 @@ class DataverseSettings(BaseModel):
 
 
 class WebhookSettings(BaseModel):
-    """Inbound webhook authentication and limits."""
+    """Inbound webhook authentication and limits.
+
+    ``secret`` is the HMAC secret the business rule signs with. During a rotation
+    ``previous_secret`` (``ENRICH_WEBHOOK__PREVIOUS_SECRET``) holds the old one, so requests
+    signed with either verify until the rule has switched; then it is removed (docs/secrets.md).
+    """
 
     model_config = _HIDDEN
 
     secret: SecretStr | None = None
+    previous_secret: SecretStr | None = None
     tolerance_s: int = Field(300, ge=1, le=3600)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     allowed_tables: list[str] = Field(default_factory=lambda: ["incident"])
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookSettings:
+        if self.previous_secret is not None and self.secret is None:
+            raise ValueError("previous_secret needs secret (the new secret) as well")
+        _check_resolved("secret", self.secret)
+        _check_resolved("previous_secret", self.previous_secret)
+        return self
+
+    def accepted_secrets(self) -> list[bytes]:
+        """The secrets a signature may verify with: the current one first, then the previous."""
+        return [
+            s.get_secret_value().encode()
+            for s in (self.secret, self.previous_secret)
+            if s is not None and s.get_secret_value()
+        ]
 
 
 class DataverseWebhookSettings(BaseModel):

@@ -6,8 +6,10 @@ Signature scheme (what ``docs/servicenow-business-rule.js`` sends)::
     X-Triage-Signature: v1=<base64 HMAC-SHA256(secret, "<timestamp>." + raw body)>
 
 The timestamp must be within ``tolerance_s`` of now (replay protection), and the comparison is
-constant-time (``hmac.compare_digest``). Several ``v1=`` values separated by commas are accepted
-so a secret can be rotated without downtime. The timestamp has exactly one accepted spelling:
+constant-time (``hmac.compare_digest``). Several ``v1=`` values separated by commas are accepted,
+and so are two secrets (``ENRICH_WEBHOOK__SECRET`` and, during a rotation,
+``ENRICH_WEBHOOK__PREVIOUS_SECRET``), so a secret can be rotated without downtime from either
+side (docs/secrets.md). The timestamp has exactly one accepted spelling:
 1 to 12 ASCII digits without sign, spaces or leading zeros (``int()`` would also take
 Arabic-Indic or full-width digits, ``_``, ``+`` and padding, letting one signature pass under
 several spellings).
@@ -32,10 +34,11 @@ import codecs
 import hashlib
 import hmac
 import json
+import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -60,6 +63,8 @@ __all__ = [
     "sign",
     "verify_signature",
 ]
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "x-triage-signature"
 TIMESTAMP_HEADER = "x-triage-timestamp"
@@ -131,12 +136,21 @@ def sign(body: bytes, secret: bytes, timestamp: int) -> str:
 def verify_signature(
     body: bytes,
     headers: Mapping[str, str],
-    secret: bytes,
+    secret: bytes | Sequence[bytes],
     *,
     tolerance_s: int = 300,
     now: Callable[[], float] = time.time,
-) -> None:
-    """Raise ``SignatureError`` unless the request carries a valid, fresh signature."""
+) -> int:
+    """Raise ``SignatureError`` unless the request carries a valid, fresh signature.
+
+    ``secret`` is one secret or, during a rotation, the accepted ones, current first
+    (``WebhookSettings.accepted_secrets()``). Returns the index of the secret that verified
+    (0: the current one). Every secret's HMAC is computed and compared, in constant time, with
+    every ``v1=`` value, whichever matches: the time taken says nothing about which one did.
+    """
+    secrets = [secret] if isinstance(secret, bytes) else list(secret)
+    if not secrets or not all(secrets):
+        raise ValueError("at least one non-empty webhook secret is required")
     lowered = {k.lower(): v for k, v in headers.items()}
     stamp = lowered.get(TIMESTAMP_HEADER)
     given = lowered.get(SIGNATURE_HEADER)
@@ -150,9 +164,20 @@ def verify_signature(
     timestamp = int(stamp)
     if abs(now() - timestamp) > tolerance_s:
         raise SignatureError(f"timestamp outside the {tolerance_s} s tolerance")
-    expected = base64.b64decode(sign(body, secret, timestamp)[3:])
-    if not any(hmac.compare_digest(expected, candidate) for candidate in _candidates(given)):
+    candidates = _candidates(given)
+    matches = []
+    for key in secrets:
+        expected = base64.b64decode(sign(body, key, timestamp)[3:])
+        hit = False
+        for candidate in candidates:  # no short cut: every comparison runs
+            hit |= hmac.compare_digest(expected, candidate)
+        matches.append(hit)
+    if not any(matches):
         raise SignatureError("signature does not match")
+    matched = matches.index(True)
+    if matched:
+        log.info("webhook signed with the previous secret: the rotation is not finished")
+    return matched
 
 
 def _candidates(header: str) -> list[bytes]:
