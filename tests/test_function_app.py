@@ -76,8 +76,12 @@ def test_functions_are_indexed():
     # No ENRICH_BACKFILL__SCHEDULE here: no backfill_schedule timer.
     assert names == {
         "servicenow_webhook", "dynamics_webhook", "enrich_worker", "state_cleanup", "preview",
-        "backfill_worker", "backfill_submit", "backfill_status",
+        "backfill_worker", "backfill_submit", "backfill_status", "health",
     }  # fmt: skip
+    [health] = [f for f in functions if f.get_function_name() == "health"]
+    [http] = [b for b in health.get_bindings() if b.type == "httpTrigger"]
+    assert http.auth_level == func.AuthLevel.FUNCTION  # a function key: it reads the platform
+    assert http.route == "health" and [str(m) for m in http.methods] == ["GET"]
     for name, route, method in (("backfill_submit", "backfill", "POST"),
                                 ("backfill_status", "backfill/{run_id}", "GET")):  # fmt: skip
         [fn] = [f for f in functions if f.get_function_name() == name]

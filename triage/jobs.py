@@ -30,6 +30,7 @@ from pydantic import (
 from domain.errors import InboundError
 from domain.models import GUID_PATTERN, RECORD_ID_PATTERNS, SYS_ID_PATTERN, TABLE_PATTERN
 from triage.inbound import bounded, describe_validation_error, excerpt, parse_json
+from triage.telemetry import valid_traceparent
 
 __all__ = [
     "JOBS_QUEUE",
@@ -61,6 +62,16 @@ class EnrichJob(BaseModel):
     received_at: float = Field(ge=0)
     requeues: int = Field(0, ge=0)
     source: Literal["webhook", "backfill", "cli"] = "webhook"
+    #: The W3C trace context of the webhook's span (``00-<trace>-<span>-<flags>``), so the
+    #: worker continues the same trace. Optional; only its format is trusted.
+    traceparent: str | None = Field(None, max_length=55)
+
+    @field_validator("traceparent")
+    @classmethod
+    def _w3c_traceparent(cls, value: str | None) -> str | None:
+        if value is not None and not valid_traceparent(value):
+            raise ValueError("traceparent is not a W3C version-00 trace context")
+        return value
 
     @field_validator("version", mode="before")
     @classmethod
@@ -77,8 +88,8 @@ class EnrichJob(BaseModel):
         return self
 
     def to_message(self) -> str:
-        """Serialise for the queue (the binding / SDK base64-encodes it)."""
-        return self.model_dump_json()
+        """Serialise for the queue (the binding / SDK base64-encodes it); no null trace."""
+        return self.model_dump_json(exclude_none=True)
 
     @classmethod
     def from_message(cls, message: bytes | str) -> EnrichJob:

@@ -35,6 +35,7 @@ from enrichers.base import Enricher
 from enrichers.engine import run_enrichers
 from triage.policy import decide, render_note, to_changes, write_limits
 from triage.restore import RaceRepair, may_have_landed
+from triage.telemetry import Telemetry, current
 
 if TYPE_CHECKING:
     from connectors.shadow import ShadowStore  # Table Storage SDK: only when recording
@@ -92,6 +93,13 @@ class Pipeline:
     #: The model's version, recorded with shadow suggestions ("" without a model).
     model_version: str = ""
     now: Callable[[], float] = time.time
+    #: Times and traces every platform call when enabled; None: the process's telemetry.
+    telemetry: Telemetry | None = None
+
+    def __post_init__(self) -> None:
+        telemetry = self.telemetry if self.telemetry is not None else current()
+        if telemetry.enabled:
+            self.connector = telemetry.measured(self.connector)
 
     @property
     def repair(self) -> RaceRepair:

@@ -33,6 +33,10 @@ from triage.inbound import TIMESTAMP_HEADER, check_size, parse_event, verify_sig
 from triage.jobs import EnrichJob, message_bytes, poison_message
 from triage.pipeline import Pipeline
 from triage.replies import WebhookReply, error_reply
+from triage.telemetry import SpanHandle, Telemetry, current
+
+#: host.json ``maxDequeueCount``: a failure on this attempt sends the message to poison.
+HOST_MAX_DEQUEUE = 5
 
 if TYPE_CHECKING:
     from connectors.queue import JobQueue
@@ -64,14 +68,25 @@ class Service:
     others: Mapping[str, Pipeline] = field(default_factory=dict)
     #: The keys a Dataverse webhook call must carry; None refuses Dataverse calls (503).
     dataverse_keys: WebhookKeys | None = None
+    #: Spans and metrics (``triage.telemetry``); None: the process's (no-op unless configured).
+    telemetry: Telemetry | None = None
 
     def __post_init__(self) -> None:
         if self.replay is None:
             self.replay = MemoryReplayGuard(now=self.now)
         self._replay: ReplayGuard = self.replay
+        self._telemetry: Telemetry = self.telemetry if self.telemetry is not None else current()
 
     def accept_servicenow_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookReply:
-        """Authenticate and validate a webhook call; never raises for bad input."""
+        """Authenticate and validate a webhook call; never raises for bad input.
+
+        Runs in the ticket's root span; the job carries its traceparent to the worker.
+        """
+        with self._telemetry.span("webhook servicenow", kind="server", system="servicenow") as s:
+            reply = self._accept_servicenow_webhook(body, headers)
+            return _traced(reply, s)
+
+    def _accept_servicenow_webhook(self, body: bytes, headers: Mapping[str, str]) -> WebhookReply:
         hook = self.settings.webhook
         if hook.secret is None:
             log.error("ENRICH_WEBHOOK__SECRET is not set; refusing webhook calls")
@@ -97,6 +112,12 @@ class Service:
         self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]
     ) -> WebhookReply:
         """Authenticate and validate a Dataverse webhook call; never raises for bad input."""
+        with self._telemetry.span("webhook dataverse", kind="server", system="dataverse") as s:
+            return _traced(self._accept_dataverse_webhook(body, headers, query), s)
+
+    def _accept_dataverse_webhook(
+        self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> WebhookReply:
         dataverse = self.pipeline_for("dataverse")
         own: str | None = None
         if dataverse is not None:
@@ -153,7 +174,7 @@ class Service:
         return None
 
     def process_job(
-        self, message: bytes | str, *, dequeue_count: int = 1
+        self, message: bytes | str, *, dequeue_count: int = 1, job_id: str | None = None
     ) -> EnrichmentResult | None:
         """Run one queued job: ``message`` as received (bytes are decoded as strict UTF-8).
 
@@ -162,17 +183,52 @@ class Service:
         ``triage.jobs.poison_message``; a throttled job is re-enqueued with the platform's wait
         as visibility delay. A malformed message never raises: it is poisoned, or when even
         that fails, logged by hash and size.
+
+        Runs in a span continuing the webhook's trace (the job's ``traceparent``); ``job_id``
+        (the queue message id) names the job in it.
         """
         try:
             job = EnrichJob.from_message(message)
         except InboundError as exc:
             self._poison_malformed(message, f"{exc.code}: {exc}")
+            self._telemetry.poison("", "malformed_job")
             return None
+        telemetry = self._telemetry
+        ids = {"system": job.system, "table": job.table, "record_id": job.record_id}
+        with telemetry.span(
+            f"enrich {job.system}",
+            kind="consumer",
+            parent=job.traceparent,
+            job_id=job_id,
+            source=job.source,
+            dequeue_count=dequeue_count,
+            **ids,
+        ) as span:
+            try:
+                result = self._process(job, message, dequeue_count)
+            except Exception:
+                if dequeue_count >= HOST_MAX_DEQUEUE:  # the host poisons it after this raise
+                    telemetry.poison(job.system, "retries_exhausted")
+                span.set(status="failed")
+                raise
+            if result is not None:
+                writes = [d.field for d in result.decisions if d.action == "write"]
+                written = writes if result.status in ("written", "conflict") else []
+                span.set(status=result.status, fields_written=written)
+                pipeline = self.pipeline_for(job.system)
+                fields = [] if pipeline is None else list(pipeline.mapping.fields)
+                telemetry.ticket(result, [f for f in fields if pipeline_mode(pipeline, f)])
+            return result
+
+    def _process(
+        self, job: EnrichJob, message: bytes | str, dequeue_count: int
+    ) -> EnrichmentResult | None:
         pipeline = self.pipeline_for(job.system)
         if pipeline is None:
             reason = f"not_configured: no {job.system} platform is configured"
             log.error("job for %s %s: %s", job.system, job.record_id, reason)
             self.poison.send(poison_message(message, reason))
+            self._telemetry.poison(job.system, "not_configured")
             return None
         try:
             return pipeline.enrich_record(job.table, job.record_id, retry=dequeue_count > 1)
@@ -186,6 +242,7 @@ class Service:
             log.error("job for %s failed permanently, moved to poison: %s", job.record_id, exc)
             # If the poison queue is down too, this raises: the host retries, then poisons.
             self.poison.send(poison_message(message, f"{type(exc).__name__}: {exc}"))
+            self._telemetry.poison(job.system, type(exc).__name__)
             return None
         finally:
             log.debug("job %s attempt %d done", job.record_id, dequeue_count)
@@ -221,3 +278,21 @@ class Service:
         self.requeue.send(again.to_message(), delay_s=delay)
         why = "busy elsewhere" if isinstance(exc, ClaimedError) else "throttled"
         log.warning("%s on %s; re-enqueued with a %.0f s delay", why, job.record_id, delay)
+
+
+def _traced(reply: WebhookReply, span: SpanHandle) -> WebhookReply:
+    """Tag the webhook span with the answer; the job carries the span's trace context."""
+    span.set(http_status=reply.status)
+    job = reply.job
+    if job is None:
+        return reply
+    span.set(table=job.table, record_id=job.record_id)
+    if span.traceparent is None:
+        return reply
+    traced = job.model_copy(update={"traceparent": span.traceparent})
+    return WebhookReply(reply.status, reply.body, traced)
+
+
+def pipeline_mode(pipeline: Pipeline | None, field_name: str) -> bool:
+    """Whether enrichment covers ``field_name`` (its mapping mode is not ``off``)."""
+    return pipeline is not None and pipeline.mapping.mode(field_name) != "off"

@@ -18,4 +18,7 @@ def enrich_worker(msg: func.QueueMessage) -> None:
     """Re-read, enrich and write back one ticket (ServiceNow or Dataverse)."""
     # The bytes as received: the service decodes strictly, and a poisoned message carries the
     # sha256 of exactly what arrived.
-    services.get().process_job(msg.get_body(), dequeue_count=msg.dequeue_count or 1)
+    # The message id names the job in its trace (the span continues the webhook's trace).
+    services.get().process_job(
+        msg.get_body(), dequeue_count=msg.dequeue_count or 1, job_id=msg.id or None
+    )
