@@ -48,29 +48,24 @@ param serviceNowPassword string
 @secure()
 @description('HMAC secret shared with the business rule. Empty: keep the value in Key Vault.')
 param serviceNowWebhookSecret string
+@description('During a webhook secret rotation: also accept the previous secret (Key Vault servicenow-webhook-previous-secret, set by hand; docs/secrets.md).')
+param serviceNowWebhookRotating bool = false
 
 // ---- Dynamics 365 / Dataverse (on when dataverseOrgUrl is set) ----
 @description('https://<org>.crm.dynamics.com; empty: Dynamics off.')
 param dataverseOrgUrl string = ''
-@description('secret, certificate or managed_identity (the app\'s own user-assigned identity).')
-@allowed(['secret', 'certificate', 'managed_identity'])
+@description('managed_identity (the app\'s identity is the application user), federated (an app registration trusting the app\'s identity), secret or certificate (Key Vault certificate dataverse-certificate).')
+@allowed(['secret', 'certificate', 'federated', 'managed_identity'])
 param dataverseAuth string = 'managed_identity'
-@description('Entra tenant (GUID or domain) of the app registration (auth=secret|certificate).')
+@description('Entra tenant (GUID or domain) of the app registration (auth=secret|certificate|federated).')
 param dataverseTenantId string = ''
-@description('Application (client) id of the app registration (auth=secret|certificate).')
+@description('Application (client) id of the app registration (auth=secret|certificate|federated).')
 param dataverseClientId string = ''
-@description('Path of the PEM private key on the instance (auth=certificate).')
-param dataverseCertificatePath string = ''
-@description('SHA-1 thumbprint of the certificate, 40 hex digits (auth=certificate).')
-param dataverseCertificateThumbprint string = ''
 @description('MSCRM.BypassBusinessLogicExecution value (CustomAsync, ...); empty: none.')
 param dataverseBypassBusinessLogic string = ''
 @secure()
 @description('Client secret of the app registration (auth=secret). Empty: keep the value in Key Vault.')
 param dataverseClientSecret string
-@secure()
-@description('Password of the PEM private key (auth=certificate). Empty: keep the value in Key Vault.')
-param dataverseCertificatePassword string
 @secure()
 @description('JSON list of accepted webhook keys, current first: ["new"] or ["new","old"]. Empty: keep the value in Key Vault.')
 param dataverseWebhookKeys string
@@ -104,8 +99,9 @@ var secretNames = [
   'servicenow-client-secret'
   'servicenow-password'
   'servicenow-webhook-secret'
+  'servicenow-webhook-previous-secret'
   'dataverse-client-secret'
-  'dataverse-certificate-password'
+  'dataverse-certificate'
   'dataverse-webhook-keys'
 ]
 
@@ -155,13 +151,17 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     tags: tags
     secretNames: secretNames
-    // A platform that is off gets no secrets written.
+    // A platform that is off gets no secrets written. The previous webhook secret and the
+    // Dataverse certificate are never written here: an operator sets the first during a
+    // rotation, and creates or imports the second as a Key Vault certificate (its secret has
+    // the certificate's name); docs/secrets.md.
     secretValues: {
       'servicenow-client-secret': enableServiceNow ? serviceNowClientSecret : ''
       'servicenow-password': enableServiceNow ? serviceNowPassword : ''
       'servicenow-webhook-secret': enableServiceNow ? serviceNowWebhookSecret : ''
+      'servicenow-webhook-previous-secret': ''
       'dataverse-client-secret': enableDataverse ? dataverseClientSecret : ''
-      'dataverse-certificate-password': enableDataverse ? dataverseCertificatePassword : ''
+      'dataverse-certificate': ''
       'dataverse-webhook-keys': enableDataverse ? dataverseWebhookKeys : ''
     }
   }
@@ -203,13 +203,12 @@ module functionApp 'modules/function-app.bicep' = {
     serviceNowAuth: serviceNowAuth
     serviceNowClientId: serviceNowClientId
     serviceNowUsername: serviceNowUsername
+    serviceNowWebhookRotating: serviceNowWebhookRotating
     enableDataverse: enableDataverse
     dataverseOrgUrl: dataverseOrgUrl
     dataverseAuth: dataverseAuth
     dataverseTenantId: dataverseTenantId
     dataverseClientId: dataverseClientId
-    dataverseCertificatePath: dataverseCertificatePath
-    dataverseCertificateThumbprint: dataverseCertificateThumbprint
     dataverseBypassBusinessLogic: dataverseBypassBusinessLogic
     shadowMode: shadowMode
     dryRun: dryRun
@@ -236,6 +235,8 @@ output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 @description('Client id of the app\'s identity: the Dataverse application user for auth=managed_identity.')
 output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = identityModule.outputs.clientId
+@description('Object (principal) id of the app\'s identity: the subject of the app registration\'s federated credential for auth=federated.')
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identityModule.outputs.principalId
 @description('ServiceNow business rule property: the webhook URL.')
 output SERVICENOW_WEBHOOK_URL string = 'https://${functionApp.outputs.defaultHostName}/api/servicenow/webhook'
 @description('Dataverse webhook (serviceendpoint) URL: `triage dynamics register-webhook --url`.')

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAIN, FUNC, STORAGE = "main.bicep", "modules/function-app.bicep", "modules/storage.bicep"
 KEYVAULT, RBAC = "modules/keyvault.bicep", "modules/rbac.bicep"
 KV_REF = re.compile(r"^@Microsoft\.KeyVault\(SecretUri=\$\{keyVaultUri\}secrets/([a-z0-9-]+)/\)$")
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|KEYS?$|TOKEN", re.IGNORECASE)
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|KEYS?$|TOKEN|PEM", re.IGNORECASE)
 # Built-in role definition ids.
 ALLOWED_ROLES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
@@ -71,8 +71,9 @@ SAMPLE_SECRETS = {
     "servicenow-client-secret": "sn-oauth-secret",
     "servicenow-password": "sn-password",
     "servicenow-webhook-secret": "hmac-secret-0123456789",
+    "servicenow-webhook-previous-secret": "hmac-secret-previous-98765",
     "dataverse-client-secret": "entra-client-secret",
-    "dataverse-certificate-password": "pem-password",
+    "dataverse-certificate": "-----BEGIN PRIVATE KEY-----\nMII...\n-----END PRIVATE KEY-----\n",
     "dataverse-webhook-keys": json.dumps(["k" * 32]),
 }
 
@@ -201,12 +202,16 @@ def _evaluate(value, params: set[str], samples: dict[str, str]) -> str:
     raise AssertionError(f"cannot evaluate setting value {value!r:.80}")
 
 
-def settings_for(infra, servicenow: str | None, dataverse: str | None) -> dict[str, str]:
+def settings_for(
+    infra, servicenow: str | None, dataverse: str | None, *, rotating: bool = False
+) -> dict[str, str]:
     """The app settings the module yields for one ServiceNow and one Dataverse auth mode."""
     func = infra[FUNC]
     blocks = [func.vars["hostSettings"], func.vars["behaviourSettings"]]
     if servicenow:
         blocks += [func.vars["serviceNowCommon"], func.vars["serviceNowAuthSettings"][servicenow]]
+        if rotating:
+            blocks.append(_rotation_block(func))
     if dataverse:
         blocks += [func.vars["dataverseCommon"], func.vars["dataverseAuthSettings"][dataverse]]
     samples = SAMPLE_PARAMS | {"serviceNowAuth": servicenow or "", "dataverseAuth": dataverse or ""}
@@ -215,6 +220,20 @@ def settings_for(infra, servicenow: str | None, dataverse: str | None) -> dict[s
         assert isinstance(block, dict)
         env |= {k: _evaluate(v, set(func.params), samples) for k, v in block.items()}
     return env
+
+
+def _rotation_block(func: BicepFile) -> dict[str, object]:
+    """The settings ``serviceNowRotation`` adds when serviceNowWebhookRotating is true."""
+    text = str(func.vars["serviceNowRotation"])
+    m = re.fullmatch(r"\s*serviceNowWebhookRotating\s*\?\s*\{(.*)\}\s*:\s*\{\s*\}\s*", text, re.S)
+    assert m, (
+        f"serviceNowRotation is not 'serviceNowWebhookRotating ? {{...}} : {{}}': {text!r:.120}"
+    )
+    block = {}
+    for line in m[1].strip().splitlines():
+        name, _, value = line.strip().partition(":")
+        block[name.strip()] = value.strip().strip("'")
+    return block
 
 
 def composition_problems(infra) -> list[str]:
@@ -240,15 +259,19 @@ def composition_problems(infra) -> list[str]:
         text = str(func.vars[platform])
         if common not in text or f"{modes}[{auth}]" not in text:
             problems.append(f"{platform} is not {common} + {modes}[{auth}]")
+    if "serviceNowRotation" not in str(func.vars["serviceNowSettings"]):
+        problems.append("serviceNowSettings does not include serviceNowRotation")
     return problems
 
 
 def test_settings_are_composed_from_the_blocks_the_tests_read(infra):
     assert composition_problems(infra) == []
-    broken = _broken(
-        (FUNC, "union(serviceNowCommon, serviceNowAuthSettings[serviceNowAuth])", "{}")
-    )
-    assert composition_problems(broken)
+    full = "union(serviceNowCommon, serviceNowRotation, serviceNowAuthSettings[serviceNowAuth])"
+    assert composition_problems(_broken((FUNC, full, "{}")))
+    no_rotation = "union(serviceNowCommon, serviceNowAuthSettings[serviceNowAuth])"
+    assert composition_problems(_broken((FUNC, full, no_rotation))) == [
+        "serviceNowSettings does not include serviceNowRotation"
+    ]
 
 
 def test_auth_modes_match_the_code(infra):
@@ -263,22 +286,25 @@ def test_auth_modes_match_the_code(infra):
 
 
 @pytest.mark.parametrize(
-    ("servicenow", "dataverse"),
+    ("servicenow", "dataverse", "rotating"),
     [
-        ("oauth", None),
-        ("basic", None),
-        (None, "secret"),
-        (None, "certificate"),
-        (None, "managed_identity"),
-        ("oauth", "managed_identity"),
+        ("oauth", None, False),
+        ("basic", None, False),
+        ("oauth", None, True),
+        (None, "secret", False),
+        (None, "certificate", False),
+        (None, "federated", False),
+        (None, "managed_identity", False),
+        ("oauth", "managed_identity", False),
+        ("basic", "federated", True),
     ],
 )
 def test_the_app_loads_its_settings_from_what_the_bicep_sets(
-    infra, monkeypatch, servicenow, dataverse
+    infra, monkeypatch, servicenow, dataverse, rotating
 ):
     for name in [n for n in os.environ if n.startswith("ENRICH_")]:
         monkeypatch.delenv(name)
-    env = settings_for(infra, servicenow, dataverse)
+    env = settings_for(infra, servicenow, dataverse, rotating=rotating)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
@@ -287,18 +313,28 @@ def test_the_app_loads_its_settings_from_what_the_bicep_sets(
     if servicenow:
         assert settings.servicenow is not None and settings.servicenow.auth == servicenow
         assert settings.webhook.secret is not None
-        assert (
-            settings.webhook.secret.get_secret_value()
-            == SAMPLE_SECRETS["servicenow-webhook-secret"]
-        )
+        assert settings.webhook.accepted_secrets() == [
+            SAMPLE_SECRETS[name].encode()
+            for name in ("servicenow-webhook-secret", "servicenow-webhook-previous-secret")
+            if rotating or name == "servicenow-webhook-secret"
+        ]
     else:
         assert settings.servicenow is None
     if dataverse:
         assert settings.dataverse is not None and settings.dataverse.auth == dataverse
         assert [k.get_secret_value() for k in settings.dataverse_webhook.keys] == ["k" * 32]
-        if dataverse == "managed_identity":
+        if dataverse in ("managed_identity", "federated"):
             assert (
                 settings.dataverse.managed_identity_client_id == SAMPLE_PARAMS["identityClientId"]
+            )
+        if dataverse == "federated":
+            assert settings.dataverse.client_id == SAMPLE_PARAMS["dataverseClientId"]
+            assert settings.dataverse.tenant_id == SAMPLE_PARAMS["dataverseTenantId"]
+        if dataverse == "certificate":
+            assert settings.dataverse.certificate_pem is not None
+            assert (
+                settings.dataverse.certificate_pem.get_secret_value()
+                == (SAMPLE_SECRETS["dataverse-certificate"])
             )
     else:
         assert settings.dataverse is None
@@ -390,7 +426,7 @@ def _secure_param_problems(infra) -> list[str]:
 
 def test_secrets_are_key_vault_references_from_secure_parameters(infra):
     assert secret_problems(infra) == []
-    assert len(infra[MAIN].vars["secretNames"]) == 6  # type: ignore[arg-type]
+    assert len(infra[MAIN].vars["secretNames"]) == 7  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -406,6 +442,10 @@ def test_secrets_are_key_vault_references_from_secure_parameters(infra):
         (MAIN, "    enableServiceNow: enableServiceNow\n",
          "    enableServiceNow: !empty(dataverseClientSecret)\n"),
         (MAIN, "      'dataverse-webhook-keys': enableDataverse ? dataverseWebhookKeys : ''\n", ""),
+        (FUNC, "secrets/dataverse-certificate/)'", "secrets/dataverse-cert/)'"),
+        (FUNC, "'@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/dataverse-certificate/)'",
+         "dataverseClientId"),
+        (MAIN, "  'servicenow-webhook-previous-secret'\n", ""),
     ],
 )  # fmt: skip
 def test_a_plain_or_leaked_secret_is_caught(edit):

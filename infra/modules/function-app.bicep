@@ -40,15 +40,15 @@ param serviceNowInstanceUrl string
 param serviceNowAuth string
 param serviceNowClientId string
 param serviceNowUsername string
+@description('Also accept the previous webhook secret (a rotation in progress).')
+param serviceNowWebhookRotating bool = false
 
 param enableDataverse bool
 param dataverseOrgUrl string
-@allowed(['secret', 'certificate', 'managed_identity'])
+@allowed(['secret', 'certificate', 'federated', 'managed_identity'])
 param dataverseAuth string
 param dataverseTenantId string
 param dataverseClientId string
-param dataverseCertificatePath string
-param dataverseCertificateThumbprint string
 param dataverseBypassBusinessLogic string
 
 param shadowMode bool
@@ -106,6 +106,11 @@ var serviceNowCommon = {
   ENRICH_SERVICENOW__AUTH: serviceNowAuth
   ENRICH_WEBHOOK__SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/servicenow-webhook-secret/)'
 }
+// Only while a rotation is in progress: the reference must resolve (the app refuses an
+// unresolved one), so it is set only when the operator has put the old secret in the vault.
+var serviceNowRotation = serviceNowWebhookRotating ? {
+  ENRICH_WEBHOOK__PREVIOUS_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/servicenow-webhook-previous-secret/)'
+} : {}
 
 // One entry per ENRICH_SERVICENOW__AUTH value (ServiceNowSettings.auth).
 var serviceNowAuthSettings = {
@@ -134,11 +139,17 @@ var dataverseAuthSettings = {
     ENRICH_DATAVERSE__CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/dataverse-client-secret/)'
   }
   certificate: {
+    // The Key Vault certificate's secret (PEM or base64 PFX with the key); the thumbprint comes
+    // from the certificate itself, so a renewed version needs no setting change.
     ENRICH_DATAVERSE__TENANT_ID: dataverseTenantId
     ENRICH_DATAVERSE__CLIENT_ID: dataverseClientId
-    ENRICH_DATAVERSE__CERTIFICATE_PATH: dataverseCertificatePath
-    ENRICH_DATAVERSE__CERTIFICATE_THUMBPRINT: dataverseCertificateThumbprint
-    ENRICH_DATAVERSE__CERTIFICATE_PASSWORD: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/dataverse-certificate-password/)'
+    ENRICH_DATAVERSE__CERTIFICATE_PEM: '@Microsoft.KeyVault(SecretUri=${keyVaultUri}secrets/dataverse-certificate/)'
+  }
+  federated: {
+    // The app registration's federated credential trusts this identity: no secret at all.
+    ENRICH_DATAVERSE__TENANT_ID: dataverseTenantId
+    ENRICH_DATAVERSE__CLIENT_ID: dataverseClientId
+    ENRICH_DATAVERSE__MANAGED_IDENTITY_CLIENT_ID: identityClientId
   }
   managed_identity: {
     // The app's own user-assigned identity, registered as an application user in Dataverse.
@@ -146,7 +157,7 @@ var dataverseAuthSettings = {
   }
 }
 
-var serviceNowSettings = enableServiceNow ? union(serviceNowCommon, serviceNowAuthSettings[serviceNowAuth]) : {}
+var serviceNowSettings = enableServiceNow ? union(serviceNowCommon, serviceNowRotation, serviceNowAuthSettings[serviceNowAuth]) : {}
 var dataverseSettings = enableDataverse ? union(dataverseCommon, dataverseOptional, dataverseAuthSettings[dataverseAuth]) : {}
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
