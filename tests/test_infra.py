@@ -628,3 +628,51 @@ def test_parameters_file_names_every_parameter_without_a_default(infra):
     assert set(params) <= set(infra[MAIN].params)
     azure = (ROOT / "azure.yaml").read_text("utf-8")
     assert "host: function" in azure and "language: python" in azure
+
+
+# ---- the deployment package (.funcignore) ---------------------------------------------------
+
+
+def package_problems(ignore_text: str) -> list[str]:
+    """What .funcignore would wrongly ship or wrongly leave out, on the repository's files."""
+    import subprocess
+
+    import pathspec  # installed with mypy (requirements-dev.txt)
+
+    spec = pathspec.GitIgnoreSpec.from_lines(ignore_text.splitlines())
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    files = [f for f in listed if (ROOT / f).exists()] + [
+        "local.settings.json",
+        ".venv/lib/x.py",
+        "node_modules/a/b.js",
+        "triage/__pycache__/x.cpython-311.pyc",
+        ".pytest_cache/v/x",
+    ]
+    shipped = {f for f in files if not spec.match_file(f)}
+    problems = [
+        f"ships {f}"
+        for f in sorted(shipped)
+        if f.split("/")[0] in {"tests", "bench", "docs", "infra", "node_modules", ".venv"}
+        or "__pycache__" in f
+        or f.startswith((".pytest_cache", "local.settings", "package", "requirements-"))
+        or f in {"Makefile", "azure.yaml"}
+    ]
+    needed = {"function_app.py", "host.json", "requirements.txt"} | {
+        f for f in files if f.startswith("domain/data/")
+    }
+    problems += [f"leaves out {f}" for f in sorted(needed - shipped)]
+    for package in ("triggers", "triage", "connectors", "enrichers", "domain"):
+        if not any(f.startswith(f"{package}/") and f.endswith(".py") for f in shipped):
+            problems.append(f"leaves out {package}/")
+    return problems
+
+
+def test_the_package_holds_the_app_and_its_data_and_nothing_else():
+    text = (ROOT / ".funcignore").read_text("utf-8")
+    assert package_problems(text) == []
+    assert "ships tests/test_infra.py" in package_problems(text.replace("tests/\n", ""))
+    broken = text + "\n*.yaml\n"
+    assert "leaves out domain/data/servicenow_default_mapping.yaml" in package_problems(broken)
+    assert "leaves out domain/" in package_problems(text + "\ndomain/\n")
