@@ -94,8 +94,9 @@ class Service:
         lowered = {k.lower(): v for k, v in headers.items()}
         try:
             check_size(body, hook.max_body_bytes)
-            secret = hook.secret.get_secret_value().encode()
-            verify_signature(body, lowered, secret, tolerance_s=hook.tolerance_s, now=self.now)
+            verify_signature(
+                body, lowered, hook.accepted_secrets(), tolerance_s=hook.tolerance_s, now=self.now
+            )
             event = parse_event(
                 body, lowered.get("content-type"), allowed_tables=hook.allowed_tables
             )
