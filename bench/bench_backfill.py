@@ -162,13 +162,14 @@ def _child_args(platform: str, sim: Any, args: argparse.Namespace, work: Path) -
 def _start(argv: list[str], secret: str, work: Path, n: int) -> Kid:
     stats = work / f"stats-{n}.json"
     env = {**os.environ, SECRET_ENV: secret, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.backfill_child", *argv, "--stats", str(stats)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(work / f"stderr-{n}.txt", "wb"),  # noqa: SIM115 - closed with the process
-    )
+    with open(work / f"stderr-{n}.txt", "wb") as errors:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.backfill_child", *argv, "--stats", str(stats)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
     return Kid(proc, stats, time.monotonic())
 
 
