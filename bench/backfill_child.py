@@ -42,7 +42,6 @@ from triage.backfill.spec import BackfillSpec
 from triage.pipeline import Pipeline
 
 __all__ = [
-    "ChargedBatches",
     "ChildStats",
     "FileBudgetRows",
     "build_runner",
@@ -106,31 +105,6 @@ class ChildStats:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, self.path)
-
-
-class ChargedBatches:
-    """A ServiceNow connector whose batch writes are charged to the budget part by part.
-
-    ServiceNow's rate-limit rules count each Batch API sub-request (the simulator does too),
-    but the connector's pacer is entered once per HTTP request, so a batch of 50 PATCHes takes
-    one grant. Before each ``update_many`` this takes the missing grants (one per update, less
-    the one per batch request the pacer takes itself), so the budget counts what the platform
-    counts. A stand-in for the connector doing it (``--charge http`` measures without it).
-    """
-
-    def __init__(self, inner: Any, budget: SharedBudget, batch_size: int = 50) -> None:
-        self.inner, self.budget, self.batch_size = inner, budget, batch_size
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def update_many(self, table: str, updates: Sequence[Any]) -> Any:
-        """Take the sub-requests' grants, then write through the Batch API."""
-        extra = len(updates) - math.ceil(len(updates) / self.batch_size)
-        for _ in range(max(0, extra)):
-            with self.budget.slot():
-                pass
-        return self.inner.update_many(table, updates, batch_size=self.batch_size)
 
 
 class FileBudgetRows:
@@ -249,10 +223,8 @@ def build_runner(
             shared_pacer=budget.slot,
             on_throttle=budget.throttled,
         )
-    wrapped = connector
-    if args.platform == "servicenow" and args.charge == "batch-parts":
-        wrapped = ChargedBatches(connector, budget)
-    pipeline = Pipeline(wrapped, mapping, default_enrichers(mapping), claims=claims)
+    # The ServiceNow connector charges the budget for each Batch API sub-request itself.
+    pipeline = Pipeline(connector, mapping, default_enrichers(mapping), claims=claims)
     store = FileCheckpointStore(args.state)
     runner = WindowRunner(pipeline, store, lease_s=args.lease_s, time_budget_s=3600.0)
     return runner, connector
@@ -290,7 +262,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window-tickets", type=int, default=500)
     parser.add_argument("--lease-s", type=float, default=5.0)
     parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--charge", choices=("batch-parts", "http"), default="batch-parts")
     return parser.parse_args(argv)
 
 

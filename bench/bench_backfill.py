@@ -151,8 +151,7 @@ def _child_args(platform: str, sim: Any, args: argparse.Namespace, work: Path) -
         "--window-tickets", str(max(1, args.tickets // DAYS)),
     ]  # fmt: skip
     if platform == "servicenow":
-        out += ["--client-id", SN_CLIENT[0], "--page-size", "100",
-                "--charge", args.servicenow_charge]  # fmt: skip
+        out += ["--client-id", SN_CLIENT[0], "--page-size", "100"]
     else:
         out += ["--client-id", DV_CLIENT[0], "--page-size", "500", "--tenant", sim.tenant,
                 "--ca", str(sim.ca_path)]  # fmt: skip
@@ -419,8 +418,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tickets", type=int, default=20_000)
     parser.add_argument("--servicenow-quota-per-s", type=float, default=150.0)
     parser.add_argument("--dynamics-quota-per-s", type=float, default=2.0)
-    parser.add_argument("--servicenow-charge", choices=("batch-parts", "http"),
-                        default="batch-parts")  # fmt: skip
     parser.add_argument("--platform", action="append", choices=("servicenow", "dynamics"))
     parser.add_argument("--lease-s", type=float, default=5.0)
     parser.add_argument("--kills", type=int, default=2, choices=(0, 1, 2))
@@ -462,11 +459,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "servicenow_requests_per_s": args.servicenow_quota_per_s,
             "dynamics_requests_per_s": args.dynamics_quota_per_s,
             "share": 1.0,
-            "servicenow_budget_charges": (
-                "each Batch API sub-request (bench-side, see backfill_child.ChargedBatches)"
-                if args.servicenow_charge == "batch-parts"
-                else "each HTTP request (the connector as it is)"
-            ),
+            "servicenow_budget_charges": "each Batch API sub-request (by the connector)",
             "lease_s": args.lease_s,
         },
         "targets": targets,

@@ -97,6 +97,7 @@ class ServiceNowConnector:
         every 429) let a backfill share one request budget across instances."""
         self._settings = settings
         self._base = settings.base_url
+        self._pacer = pacer
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
         self._sleep = sleep
@@ -173,7 +174,9 @@ class ServiceNowConnector:
         """
         from connectors.servicenow_batch import ServiceNowBatch  # it imports this module
 
-        batch = ServiceNowBatch(self._http, self._base, batch_size=batch_size, sleep=self._sleep)
+        batch = ServiceNowBatch(
+            self._http, self._base, batch_size=batch_size, sleep=self._sleep, pacer=self._pacer
+        )
         return batch.update_many(table, updates)
 
     def read_page(

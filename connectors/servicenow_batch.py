@@ -34,6 +34,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -115,7 +116,10 @@ class ServiceNowBatch:
         backoff_max_s: float = 10.0,
         sleep: Callable[[float], None],
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        pacer: Callable[[], AbstractContextManager[None]] | None = None,
     ) -> None:
+        """``pacer`` is the HTTP client's: a rate-limit rule counts every sub-request, so the
+        budget is charged once per PATCH beyond the one the batch request itself takes."""
         if not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise RejectedError(f"batch_size must be 1..{MAX_BATCH_SIZE}", system=SYSTEM)
         if max_sends < 1:
@@ -128,6 +132,7 @@ class ServiceNowBatch:
         self._backoff_max_s = backoff_max_s
         self._sleep = sleep
         self._new_id = new_id
+        self._pacer = pacer
 
     def update_many(self, table: str, updates: Sequence[AnyUpdate]) -> list[WriteOutcome]:
         """PATCH each ``(record_id, changes[, etag])``; one outcome per update, in order.
@@ -200,6 +205,10 @@ class ServiceNowBatch:
         return None
 
     def _post(self, subs: list[_Sub]) -> tuple[_Envelope, requests.Response]:
+        if self._pacer is not None:
+            for _ in range(len(subs) - 1):  # the POST below takes the first grant itself
+                with self._pacer():
+                    pass
         payload = {"batch_request_id": self._new_id(), "rest_requests": [s.wire for s in subs]}
         response = self._http.request(
             "POST",

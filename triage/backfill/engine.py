@@ -26,6 +26,7 @@ the platform refuses, a bad setting) or too many attempts fails it with its reas
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ from triage.backfill.windows import (
 from triage.pipeline import Pipeline
 
 __all__ = ["WindowOutcome", "WindowRunner", "tally"]
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,10 @@ class WindowRunner:
             time_field(spec.system, spec.by),
         )
         started = self.monotonic()
-        look_first = lease.reclaimed
+        # Taken over from a worker that may have died mid-write: its landed writes made our
+        # user the last updater, which the query leaves out. Only where it cannot (no usable
+        # user id) are the first page's tickets checked for our note, one read each.
+        look_first = lease.reclaimed and not self._excludes_ours(spec)
         total = Counts()
         while True:
             wanted = self.store.take(spec.run_id, spec.page_size)
@@ -160,6 +166,12 @@ class WindowRunner:
             if self.monotonic() - started > self.time_budget_s:
                 self.store.release(lease)
                 return WindowOutcome("continue", total, reason="time budget used")
+
+    def _excludes_ours(self, spec: BackfillSpec) -> bool:
+        user = self.pipeline.integration_user()
+        if not user:
+            return False
+        return spec.system == "servicenow" or bool(_GUID.fullmatch(user))
 
     def _read(
         self, spec: BackfillSpec, window: Window, lease: WindowLease, limit: int
