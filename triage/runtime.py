@@ -106,8 +106,16 @@ def build_pipelines(
     from enrichers import default_enrichers
     from triage.mapping_store import load_mapping_from
     from triage.pipeline import Pipeline
+    from triage.telemetry import throttle_hook
 
-    options = connector_options or _no_options
+    given = connector_options or _no_options
+
+    def options(system: str) -> dict[str, Any]:
+        # Every 429, retried or not, is counted; a backfill's budget still hears of it.
+        extra = dict(given(system))
+        extra["on_throttle"] = throttle_hook(system, extra.get("on_throttle"))
+        return extra
+
     pipelines = []
     summarizer = build_summarizer(settings)
     if settings.servicenow is not None:

@@ -44,6 +44,7 @@ __all__ = [
     "configure",
     "current",
     "set_current",
+    "throttle_hook",
     "valid_traceparent",
 ]
 
@@ -62,6 +63,7 @@ METRICS = {
     "confidence": "enrich.confidence",
     "duration": "enrich.platform.duration",
     "throttled": "enrich.platform.throttled",
+    "http_429": "enrich.platform.http_429",
     "poison": "enrich.poison",
 }
 
@@ -152,6 +154,9 @@ class Telemetry:
     def poison(self, system: str, reason: str) -> None:
         """Count one message moved (or about to be moved) to a poison queue."""
 
+    def http_throttled(self, system: str) -> None:
+        """Count one 429 answer, retried or not (the HTTP client's ``on_throttle`` hook)."""
+
     def measured(self, connector: Any) -> Any:
         """``connector`` itself (no-op), or a wrapper timing its platform calls."""
         return connector
@@ -186,7 +191,12 @@ class OtelTelemetry(Telemetry):
         self._duration = meter.create_histogram(
             METRICS["duration"], unit="ms", description="platform call latency"
         )
-        self._throttled = meter.create_counter(METRICS["throttled"], description="429 answers")
+        self._throttled = meter.create_counter(
+            METRICS["throttled"], description="platform calls that ended throttled"
+        )
+        self._http_429 = meter.create_counter(
+            METRICS["http_429"], description="every 429 answer, including those retried"
+        )
         self._poison = meter.create_counter(METRICS["poison"], description="poisoned messages")
 
     @contextmanager
@@ -259,6 +269,10 @@ class OtelTelemetry(Telemetry):
     def poison(self, system: str, reason: str) -> None:
         """Count one poisoned message by system and a reason code (an error type)."""
         self._poison.add(1, _clean({"system": system, "reason": reason}))
+
+    def http_throttled(self, system: str) -> None:
+        """Count one 429 answer by system."""
+        self._http_429.add(1, _clean({"system": system}))
 
     def measured(self, connector: Any) -> Any:
         """Wrap ``connector`` so each platform call is timed and traced (once)."""
@@ -339,6 +353,20 @@ class MeasuredConnector:
 
 
 _current: Telemetry = Telemetry()
+
+
+def throttle_hook(
+    system: str, then: Callable[[float], None] | None = None
+) -> Callable[[float], None]:
+    """An ``on_throttle`` hook for a connector: counts each 429 in the process's telemetry,
+    then calls ``then`` (e.g. a backfill budget's ``throttled``)."""
+
+    def hook(wait_s: float) -> None:
+        current().http_throttled(system)
+        if then is not None:
+            then(wait_s)
+
+    return hook
 
 
 def current() -> Telemetry:

@@ -323,3 +323,34 @@ def test_delivery_ids_name_the_job(traced_slice: Slice, otel: Otel) -> None:
     function_app.enrich_worker(delivery)
     [work] = [s for s in otel.spans.get_finished_spans() if s.name == "enrich servicenow"]
     assert dict(work.attributes or {})["enrich.job_id"] == "3f2a-77"
+
+
+def test_every_429_is_counted_even_when_retried_and_the_budget_still_hears(otel: Otel) -> None:
+    import responses
+    from pydantic import SecretStr
+
+    from connectors.servicenow import ServiceNowConnector
+    from domain.settings import HttpSettings, ServiceNowSettings
+
+    heard: list[float] = []
+    settings = ServiceNowSettings(
+        instance_url="https://dev1.service-now.com",
+        auth="basic",
+        username="svc",
+        password=SecretStr("pw"),
+    )
+    connector = ServiceNowConnector(
+        settings,
+        HttpSettings(backoff_initial_s=0.01, backoff_max_s=0.01),
+        sleep=lambda s: None,
+        on_throttle=tm.throttle_hook("servicenow", heard.append),
+    )
+    url = "https://dev1.service-now.com/api/now/table/incident/" + "a" * 32
+    with responses.RequestsMock() as mock:
+        mock.get(url, status=429, headers={"Retry-After": "2"})
+        mock.get(url, status=429, headers={"Retry-After": "1"})
+        mock.get(url, json={"result": {"sys_id": "a" * 32, "number": "INC1"}})
+        record = connector.get("incident", "a" * 32, ["number"])
+    assert record.fields["number"] == "INC1"  # retried and answered
+    assert otel.count("enrich.platform.http_429", system="servicenow") == 2
+    assert heard == [2.0, 1.0]
