@@ -552,7 +552,8 @@ def test_the_identity_holds_exactly_the_data_roles_it_needs(infra):
         (RBAC, "    principalId: deployerPrincipalId\n", "    principalId: appPrincipalId\n")
     )
     assert role_problems(owner) == [
-        "deployerSecretsOfficer grants b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
+        "deployerSecretsOfficer grants b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+        "deployerCertificatesOfficer grants a4417e6f-fecd-4de8-b567-7b0420556985",
     ]
 
 

@@ -42,7 +42,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
 }
 
 resource secrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for secretName in secretNames: if (!empty(secretValues[secretName])) {
-  //checkov:skip=CKV_AZURE_41: no expiry on purpose: an expired secret can no longer be read and the app would stop; expiry lives with the credential itself (ServiceNow OAuth client, Entra client secret), rotation is in docs/deploy.md
+  //checkov:skip=CKV_AZURE_41: no expiry on purpose: an expired secret can no longer be read and the app would stop; expiry lives with the credential itself (ServiceNow OAuth client, Entra client secret), rotation is in docs/secrets.md
   parent: vault
   name: secretName
   properties: {

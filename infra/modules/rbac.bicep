@@ -8,7 +8,7 @@ param applicationInsightsName string
 @description('Principal (object) id of the app\'s user-assigned managed identity.')
 param appPrincipalId string
 
-@description('Object id of the person running azd; gets Key Vault Secrets Officer to set secrets. Empty: none.')
+@description('Object id of the person running azd; gets Key Vault Secrets Officer and Certificates Officer to set secrets and the certificate. Empty: none.')
 param deployerPrincipalId string = ''
 
 // Built-in role definition ids (the same in every tenant).
@@ -101,6 +101,20 @@ resource deployerSecretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+    principalId: deployerPrincipalId
+    principalType: 'User'
+  }
+}
+
+// Key Vault Certificates Officer, for the deployer only: create and renew the Dataverse
+// certificate (`dataverse-certificate`) by hand (docs/secrets.md).
+var keyVaultCertificatesOfficer = 'a4417e6f-fecd-4de8-b567-7b0420556985'
+
+resource deployerCertificatesOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(vault.id, deployerPrincipalId, keyVaultCertificatesOfficer)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultCertificatesOfficer)
     principalId: deployerPrincipalId
     principalType: 'User'
   }
