@@ -37,6 +37,7 @@ __all__ = [
     "DataverseSettings",
     "DataverseWebhookSettings",
     "HttpSettings",
+    "LlmClassifierSettings",
     "QueueSettings",
     "ServiceNowSettings",
     "Settings",
@@ -273,6 +274,49 @@ class AzureOpenAISettings(BaseModel):
     api_version: str = "2024-10-21"
 
 
+class LlmClassifierSettings(BaseModel):
+    """The optional LLM classifier (``ENRICH_LLM__*``, docs/llm.md); off unless an endpoint is set.
+
+    ``flavour`` ``azure``: ``{endpoint}/openai/deployments/{deployment}/chat/completions`` with
+    ``api-version`` and an ``api-key`` header; ``openai``: any OpenAI-compatible endpoint,
+    ``{endpoint}/chat/completions`` (endpoint ending in ``/v1``) with ``model: deployment`` and
+    a Bearer key. ``api_key`` is a Key Vault reference in Azure. ``fields`` are classified in
+    one request per ticket; the ticket text is sanitised and cut to ``max_input_chars``.
+    ``confidence_without_logprobs``: None (the default) abstains when the endpoint returns no
+    token log-probabilities; a number is used as every answer's confidence instead.
+    """
+
+    model_config = _HIDDEN
+
+    endpoint: HttpUrl
+    flavour: Literal["azure", "openai"] = "azure"
+    deployment: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/-]+$")
+    api_key: SecretStr
+    # Structured outputs (json_schema) need 2024-08-01-preview or later; this is the GA one.
+    api_version: str = Field("2024-10-21", pattern=r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+    fields: list[str] = Field(
+        default_factory=lambda: ["category", "subcategory", "impact", "urgency"], min_length=1
+    )
+    max_input_chars: int = Field(4000, ge=200, le=50_000)
+    timeout_s: float = Field(20.0, gt=0, le=120)
+    top_logprobs: int = Field(5, ge=0, le=20)
+    cache_size: int = Field(2048, ge=0, le=1_000_000)
+    confidence_without_logprobs: float | None = Field(None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> LlmClassifierSettings:
+        parts = urlsplit(str(self.endpoint))
+        if parts.scheme != "https" or parts.query:
+            raise ValueError("endpoint must be an https URL without a query")
+        if not self.api_key.get_secret_value():
+            raise ValueError("api_key is empty")
+        _check_resolved("api_key", self.api_key)
+        for name in self.fields:
+            if not re.match(r"^[a-z][a-z0-9_]{0,63}$", name):
+                raise ValueError("fields: each must be a field name (lower case, digits, _)")
+        return self
+
+
 # One NCRONTAB field: ``*``, a value, a range or a list of them, each with an optional step;
 # values are numbers or month/day names (Jan, Mon).
 _CRON_ITEM = r"(?:\*|[0-9A-Za-z]{1,9}(?:-[0-9A-Za-z]{1,9})?)(?:/[0-9]{1,4})?"
@@ -360,6 +404,8 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     backfill: BackfillSettings = BackfillSettings()
     azure_openai: AzureOpenAISettings | None = None
+    #: The optional LLM classifier (docs/llm.md); None: off.
+    llm: LlmClassifierSettings | None = None
     mapping_path: str | None = None
     #: The Dynamics admin mapping; the embedded Dynamics default when unset.
     dataverse_mapping_path: str | None = None
