@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from domain.mapping import FieldMapping
     from enrichers.learned import TextModel
     from enrichers.summary import Summarizer
+    from enrichers.summary_model import SummaryModel
 
 __all__ = ["Enricher", "default_enrichers", "run_enrichers"]
 
@@ -20,11 +21,14 @@ def default_enrichers(
     *,
     model: TextModel | None = None,
     summarizer: Summarizer | None = None,
+    summary_model: SummaryModel | None = None,
 ) -> list[Enricher]:
     """The one place the enricher list is assembled, in precedence order.
 
     Admin keyword rules override the learned model; priority is derived from whatever impact
-    and urgency were chosen; the summary comes last.
+    and urgency were chosen; the summary comes last. The summary is the given ``summarizer``
+    (e.g. Azure OpenAI), else the learned summary (``summary_model``, or the ``summary`` part
+    of ``model``'s model.json when it has one), else the extractive one.
     """
     from enrichers.keywords import KeywordEnricher
     from enrichers.priority import PriorityEnricher
@@ -35,6 +39,10 @@ def default_enrichers(
         from enrichers.learned import LearnedEnricher
 
         chain.append(LearnedEnricher(model))
+        if summary_model is None:
+            from enrichers.summary_model import SummaryModel
+
+            summary_model = SummaryModel.from_metadata(model.metadata)
     chain.append(PriorityEnricher(mapping))
-    chain.append(SummaryEnricher(summarizer))
+    chain.append(SummaryEnricher(summarizer, model=summary_model))
     return chain

@@ -16,12 +16,15 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from domain.errors import AuthError, EnrichmentError, ThrottledError
 from domain.models import SUMMARY_MAX_CHARS, Suggestion, Ticket
 from domain.sanitize import sanitize_value
 from enrichers.text import clean_title, is_informative_title, parse_email, split_sentences
+
+if TYPE_CHECKING:
+    from enrichers.summary_model import SummaryModel
 
 __all__ = [
     "ExtractiveSummarizer",
@@ -31,6 +34,7 @@ __all__ = [
     "SummaryEnricher",
     "clip",
     "compress",
+    "sentence_score",
 ]
 
 log = logging.getLogger(__name__)
@@ -267,6 +271,14 @@ def _score(sentence: str, index: int, hint_words: frozenset[str]) -> _Scored:
     return _Scored(score, index, sentence, cue)
 
 
+def sentence_score(sentence: str, index: int) -> float:
+    """The extractive summarizer's score of one sentence at position ``index`` (no title hint).
+
+    The learned summary (``enrichers.summary_model``) uses it as one of its features.
+    """
+    return _score(sentence, index, frozenset()).score
+
+
 def _focus(best: _Scored, target: int) -> str:
     """Cut a long sentence to the clauses around its cue, about ``target`` chars."""
     text = best.text
@@ -397,9 +409,24 @@ class FallbackSummarizer:
 
 
 class SummaryEnricher:
-    """Suggests ``summary``: the cleaned human title if it is informative, else a summary."""
+    """Suggests ``summary``: the cleaned human title if it is informative, else a summary.
 
-    def __init__(self, summarizer: Summarizer | None = None, *, name: str = "summary") -> None:
+    Without a ``summarizer`` it uses the learned summary of ``model`` (an
+    ``enrichers.summary_model.SummaryModel`` trained on the desk's own titles) when given,
+    else the extractive one.
+    """
+
+    def __init__(
+        self,
+        summarizer: Summarizer | None = None,
+        *,
+        model: SummaryModel | None = None,
+        name: str = "summary",
+    ) -> None:
+        if summarizer is None and model is not None:
+            from enrichers.summary_model import LearnedSummarizer
+
+            summarizer = LearnedSummarizer(model)
         self.summarizer: Summarizer = summarizer or ExtractiveSummarizer()
         self.name = name
 

@@ -41,6 +41,7 @@ __all__ = [
     "add_train_parser",
     "labelled_from_connector",
     "read_labelled_csv",
+    "read_summary_pairs",
     "run_evaluate",
     "run_train",
 ]
@@ -124,6 +125,12 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--mapping",
         help="admin mapping (default: ENRICH_MAPPING_PATH / ENRICH_DATAVERSE_MAPPING_PATH)",
+    )
+    parser.add_argument(
+        "--summary",
+        metavar="COL",
+        help="also learn the desk's summary from COL (the human short descriptions) and the "
+        "--text columns other than COL (CSV only)",
     )
     parser.add_argument("--out", required=True, help="model directory to write")
     parser.set_defaults(handler=run_train)
@@ -278,8 +285,37 @@ def run_train(
             f"{info['threshold']}, held-out coverage {held['coverage_at_threshold']} at "
             f"precision {held['precision_at_threshold']}\n"
         )
+    if getattr(args, "summary", None):
+        _train_summary(args, target, stream)
     stream.write(f"model written to {target}\n")
     return 0
+
+
+def read_summary_pairs(
+    path: str | Path, body_cols: Sequence[str], title_col: str
+) -> tuple[list[str], list[str]]:
+    """(descriptions, human short descriptions) of a CSV; ``ConfigError`` names a missing column."""
+    data = read_labelled_csv(path, body_cols, {"summary": title_col})
+    return data.texts, [t or "" for t in data.labels["summary"]]
+
+
+def _train_summary(args: argparse.Namespace, target: Path, stream: TextIO) -> None:
+    """``train --summary COL``: fit the summary model and add it to the model directory."""
+    from triage.learn.summary_train import train_summary
+
+    if args.source != "csv":
+        raise ConfigError("--summary needs --data FILE.csv (not yet read from a platform)")
+    body_cols = [c for c in _text_columns(args) if c != args.summary]
+    if not body_cols:
+        raise ConfigError("--summary: no --text column other than the summary column")
+    bodies, titles = read_summary_pairs(args.data, body_cols, args.summary)
+    model = train_summary(bodies, titles, source=Path(args.data).name)
+    model.save(target)
+    meta = model.metadata
+    stream.write(
+        f"summary: {meta['n_train']} (description, {args.summary}) pairs, "
+        f"{meta['n_filler']['word']} filler words learned\n"
+    )
 
 
 def run_evaluate(
