@@ -7,8 +7,11 @@ Profiles (``HYPOTHESIS_PROFILE=deep make test`` for a longer hunt):
 * ``deep``: 20x the examples, random seeds, for a hunt before a release.
 """
 
+import logging
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["tests.azurite"]
@@ -29,3 +32,11 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _logging_enabled() -> Iterator[None]:
+    """Benches run in-process silence logging (``logging.disable``) for their figures; a test
+    after them must still see every record (caplog)."""
+    yield
+    logging.disable(logging.NOTSET)

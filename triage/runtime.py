@@ -104,6 +104,7 @@ def build_pipelines(
     """
     from domain.mapping import DYNAMICS_DEFAULT_MAPPING_PATH
     from enrichers import default_enrichers
+    from triage.llm_wiring import add_llm_classifier
     from triage.mapping_store import load_mapping_from
     from triage.pipeline import Pipeline
     from triage.telemetry import throttle_hook
@@ -129,7 +130,11 @@ def build_pipelines(
                     settings, redactor=redactor, **options("servicenow")
                 ),
                 mapping=mapping,
-                enrichers=default_enrichers(mapping, model=model, summarizer=summarizer),
+                enrichers=add_llm_classifier(
+                    default_enrichers(mapping, model=model, summarizer=summarizer),
+                    mapping,
+                    settings,
+                ),
                 claims=claims,
                 dry_run=settings.dry_run,
                 shadow=records if settings.shadow_mode else None,
@@ -156,12 +161,16 @@ def build_pipelines(
             Pipeline(
                 connector=connector,
                 mapping=mapping,
-                enrichers=default_enrichers(
-                    mapping,
-                    model=_model(
-                        settings.dataverse_model_path, mapping, "ENRICH_DATAVERSE_MODEL_PATH"
+                enrichers=add_llm_classifier(
+                    default_enrichers(
+                        mapping,
+                        model=_model(
+                            settings.dataverse_model_path, mapping, "ENRICH_DATAVERSE_MODEL_PATH"
+                        ),
+                        summarizer=summarizer,
                     ),
-                    summarizer=summarizer,
+                    mapping,
+                    settings,
                 ),
                 claims=claims,
                 dry_run=settings.dry_run,

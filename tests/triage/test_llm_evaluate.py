@@ -142,3 +142,11 @@ def test_stratified_split_keeps_every_label_in_the_first_part() -> None:
     assert [labels[i] for i in held].count("a") == 2 and [labels[i] for i in held].count("b") == 1
     assert 15 in first  # a label seen once is never held out
     assert stratified_split(labels, 0.2, seed=0) == (first, held)
+
+
+def test_the_real_command_line_offers_llm_evaluation(capsys: pytest.CaptureFixture[str]) -> None:
+    from triage.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "--llm" in capsys.readouterr().out

@@ -155,6 +155,9 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="score this stored model (directory or https URL) on every row instead of "
         "training on a split; the rows should be tickets it was not trained on",
     )
+    from triage.learn.evaluate_cmd import add_llm_arguments
+
+    add_llm_arguments(parser)  # --llm: score the configured LLM classifier the same way
     parser.set_defaults(handler=run_evaluate)
     return parser
 
