@@ -17,66 +17,59 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import requests
-from pydantic import BaseModel, ValidationError
 
 from connectors._auth import BearerAuth, ServiceNowOAuth
 from connectors._http import HttpClient, request_id_of
 from connectors.base import RecordPage, SourceRecord, System, WriteOutcome
-from domain.errors import ConfigError, RejectedError, UnavailableError
-from domain.models import SYS_ID_PATTERN, TABLE_PATTERN
+from connectors.servicenow_journal import ServiceNowJournal
+from connectors.servicenow_table import (
+    AUDIT_FIELDS,
+    BASE_PARAMS,
+    HAS_ORDER,
+    JSON_HEADERS,
+    SYSTEM,
+    _Many,
+    _new_records,
+    _One,
+    _parse,
+    _same_origin,
+    stable_order,
+)
+
+# Names connectors.servicenow_batch and the tests import from here.
+from connectors.servicenow_table import _check_field as _check_field
+from connectors.servicenow_table import _check_sys_id as _check_sys_id
+from connectors.servicenow_table import _check_table as _check_table
+from connectors.servicenow_table import _dedupe as _dedupe
+from domain.errors import ConfigError, RejectedError
 from domain.redact import Redactor
 from domain.settings import HttpSettings, ServiceNowSettings, Settings
 
 if TYPE_CHECKING:
     from connectors.servicenow_batch import AnyUpdate
 
-__all__ = ["ServiceNowConnector", "build_servicenow_connector"]
+__all__ = [
+    "AUDIT_FIELDS",
+    "BASE_PARAMS",
+    "JSON_HEADERS",
+    "SYSTEM",
+    "ServiceNowConnector",
+    "build_servicenow_connector",
+    "stable_order",
+]
 
 log = logging.getLogger(__name__)
 
-SYSTEM: System = "servicenow"
-TABLE_RE = re.compile(TABLE_PATTERN)
-SYS_ID_RE = re.compile(SYS_ID_PATTERN)
-# Column names, optionally dot-walked (caller_id.user_name); nothing that could end an encoded
-# query term (^, =, comma).
-FIELD_RE = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*$")
-ORDERS_BY_SYS_ID = re.compile(r"(?:^|\^)ORDERBY(?:DESC)?sys_id(?:\^|$)")
-HAS_ORDER = re.compile(r"(?:^|\^)ORDERBY(?:DESC)?[a-z]")
-BASE_PARAMS: Mapping[str, str] = {
-    "sysparm_display_value": "false",
-    "sysparm_exclude_reference_link": "true",
-}
-JSON_HEADERS: Mapping[str, str] = {
-    "Accept": "application/json",
-    "Content-Type": "application/json",
-}
-# Returned by update() besides the changed fields, so callers see who wrote last and when.
-AUDIT_FIELDS = ("sys_id", "sys_updated_by", "sys_updated_on", "sys_mod_count")
-CHOICE_FIELDS = ("name", "element", "value", "label", "dependent_value")
-JOURNAL_FIELDS = ("sys_id", "element", "value", "sys_created_on", "sys_created_by")
-JOURNAL_ELEMENTS = frozenset({"work_notes", "comments"})
-AUDIT_ROW_FIELDS = ("fieldname", "oldvalue", "newvalue", "user", "record_checkpoint")
-# What a note marker may hold: it goes into an encoded query (no ^, no =).
-NOTE_MARKER_RE = re.compile(r"^[A-Za-z0-9 _.:-]{1,80}$")
 
+class ServiceNowConnector(ServiceNowJournal):
+    """Reads and writes ServiceNow records through the Table API.
 
-_T = TypeVar("_T", bound=BaseModel)
-
-
-class _One(BaseModel):
-    result: dict[str, Any]
-
-
-class _Many(BaseModel):
-    result: list[dict[str, Any]]
-
-
-class ServiceNowConnector:
-    """Reads and writes ServiceNow records through the Table API."""
+    The choice, journal and audit reads (``list_choices``, ``journal``, ``has_note``,
+    ``overwritten``) come from ``connectors.servicenow_journal.ServiceNowJournal``.
+    """
 
     system: System = SYSTEM
 
@@ -248,39 +241,6 @@ class ServiceNowConnector:
             else:
                 page_url, page_params = url, {**params, "sysparm_offset": offset}
 
-    def list_choices(
-        self, table: str, elements: Sequence[str], *, language: str = "en"
-    ) -> list[dict[str, str]]:
-        """Active choices of ``elements`` on ``table`` (inherited from task unless overridden)."""
-        _check_table(table)
-        for element in elements:
-            _check_field(element)
-        if not elements:
-            return []
-        names = ",".join(_dedupe([table, "task"]))
-        query = (
-            f"nameIN{names}^elementIN{','.join(elements)}^inactive=false"
-            f"^language={_check_field(language)}^ORDERBYelement^ORDERBYsequence"
-        )
-        rows = [r.fields for r in self.iter_records("sys_choice", query, CHOICE_FIELDS)]
-        # A choice list defined on the table itself replaces the one it inherits from task.
-        own = {str(r.get("element")) for r in rows if r.get("name") == table}
-        return [
-            {k: str(r.get(k) or "") for k in ("element", "value", "label", "dependent_value")}
-            for r in rows
-            if r.get("name") == table or str(r.get("element")) not in own
-        ]
-
-    def journal(self, record_id: str, element: str = "work_notes") -> list[dict[str, str]]:
-        """Journal entries (``sys_journal_field``) of one record's field, oldest first."""
-        _check_sys_id(record_id)
-        _check_field(element)
-        # Reading work_notes through the record itself is unreliable with raw values; the
-        # journal table holds one row per entry.
-        query = f"element_id={record_id}^element={element}^ORDERBYsys_created_on"
-        rows = self.iter_records("sys_journal_field", query, JOURNAL_FIELDS)
-        return [{k: str(r.fields.get(k) or "") for k in JOURNAL_FIELDS} for r in rows]
-
     def own_user(self) -> str | None:
         """None: the mapping names the integration user (sys_updated_by holds a user name)."""
         return None
@@ -288,65 +248,6 @@ class ServiceNowConnector:
     def fallback_text(self, table: str, record_id: str) -> str | None:
         """None: an e-mail's text is the incident's description on ServiceNow."""
         return None
-
-    def has_note(
-        self, table: str, record_id: str, marker: str, *, element: str = "work_notes"
-    ) -> bool:
-        """Whether a journal entry of the record's ``element`` contains ``marker``."""
-        _check_table(table)
-        _check_sys_id(record_id)
-        _check_field(element)
-        if not NOTE_MARKER_RE.fullmatch(marker):
-            raise RejectedError("invalid note marker", system=SYSTEM)
-        query = f"element_id={record_id}^element={element}^valueLIKE{marker}"
-        rows = self.iter_records("sys_journal_field", query, ("sys_id",), page_size=1)
-        return next(rows, None) is not None
-
-    def overwritten(
-        self,
-        table: str,
-        record_id: str,
-        *,
-        written: SourceRecord,
-        marker: str,
-        element: str = "work_notes",
-        read: SourceRecord | None = None,
-    ) -> dict[str, tuple[str, str]]:
-        """``{field: (value before our update, our value)}`` where that earlier value was set.
-
-        ``written`` is the record as our update left it (the PATCH's answer, or a re-read whose
-        last update is ours); the update is recognised as ours by ``marker`` in its ``element``
-        journal entry. We only write fields that were unset when we read them, so a value set
-        just before our update was put there by someone else after our read. The Table API has
-        no If-Match: when we know the ``sys_mod_count`` we read, one more after our update means
-        nobody wrote in between (no request needed). Otherwise the ``sys_audit`` rows of our
-        update (``record_checkpoint`` = its count) hold each field's old value.
-        """
-        _check_table(table)
-        _check_sys_id(record_id)
-        before, after = _mod_count(read), _mod_count(written)
-        if after is None or (before is not None and after <= before + 1):
-            return {}
-        query = f"tablename={table}^documentkey={record_id}^record_checkpoint={after}"
-        rows = [r.fields for r in self.iter_records("sys_audit", query, AUDIT_ROW_FIELDS)]
-        if not any(
-            r.get("fieldname") == element and marker in str(r.get("newvalue")) for r in rows
-        ):
-            return {}  # not our update: nothing of ours to answer for
-        found: dict[str, tuple[str, str]] = {}
-        for row in rows:
-            name = str(row.get("fieldname") or "")
-            old, new = (str(row.get(k) or "") for k in ("oldvalue", "newvalue"))
-            if name not in JOURNAL_ELEMENTS and old and old != new:
-                found[name] = (old, new)
-        if found:
-            log.warning(
-                "servicenow: %s/%s was changed by someone else during our update: %s",
-                table,
-                record_id,
-                sorted(found),
-            )
-        return found
 
     def close(self) -> None:
         """Release the HTTP session if this connector created it."""
@@ -373,14 +274,6 @@ class ServiceNowConnector:
             log.warning("servicenow: ignoring an unusable Link rel=next, paging by offset")
             return None
         return str(link)
-
-
-def stable_order(query: str) -> str:
-    """Append ``ORDERBYsys_id`` so offset pages are stable (a tiebreak after any other order)."""
-    query = query.strip().strip("^")
-    if ORDERS_BY_SYS_ID.search(query):
-        return query
-    return f"{query}^ORDERBYsys_id" if query else "ORDERBYsys_id"
 
 
 def build_servicenow_connector(
@@ -421,74 +314,3 @@ def _auth_for(
         redactor=redactor,
     )
     return BearerAuth(provider)
-
-
-def _parse(model: type[_T], response: requests.Response) -> _T:
-    """Validate the ``{"result": ...}`` envelope; a non-JSON body means a proxy or sleeping PDI."""
-    request_id = request_id_of(response)
-    try:
-        body = response.json()
-    except ValueError as exc:
-        kind = response.headers.get("Content-Type", "unknown")
-        raise UnavailableError(
-            f"expected JSON from the Table API, got {kind}",
-            system=SYSTEM,
-            status_code=response.status_code,
-            request_id=request_id,
-        ) from exc
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise RejectedError(
-            "Table API response lacks the expected result envelope",
-            system=SYSTEM,
-            status_code=response.status_code,
-            request_id=request_id,
-        ) from exc
-
-
-def _check_table(table: str) -> str:
-    if not TABLE_RE.fullmatch(table):
-        raise RejectedError(f"invalid table name {table[:80]!r}", system=SYSTEM)
-    return table
-
-
-def _check_sys_id(record_id: str) -> str:
-    if not SYS_ID_RE.fullmatch(record_id):
-        raise RejectedError(f"invalid sys_id {record_id[:40]!r}", system=SYSTEM)
-    return record_id
-
-
-def _check_field(field: str) -> str:
-    if not FIELD_RE.fullmatch(field) or len(field) > 200:
-        raise RejectedError(f"invalid field name {field[:80]!r}", system=SYSTEM)
-    return field
-
-
-def _mod_count(record: SourceRecord | None) -> int | None:
-    if record is None:
-        return None
-    try:
-        return int(str(record.fields.get("sys_mod_count")))
-    except ValueError:
-        return None
-
-
-def _dedupe(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-def _same_origin(url: str, base: str) -> bool:
-    a, b = urlsplit(url), urlsplit(base)
-    return (a.scheme, a.netloc.lower()) == (b.scheme, b.netloc.lower())
-
-
-def _new_records(table: str, rows: list[dict[str, Any]], seen: set[str]) -> Iterator[SourceRecord]:
-    for row in rows:
-        sys_id = row.get("sys_id")
-        if not isinstance(sys_id, str) or not sys_id:
-            raise UnavailableError(f"{table} row without sys_id", system=SYSTEM, status_code=200)
-        # Offset pages can overlap when records change between requests.
-        if sys_id not in seen:
-            seen.add(sys_id)
-            yield SourceRecord(SYSTEM, table, sys_id, row)
