@@ -60,10 +60,8 @@ surface as ``ConnectorError`` subclasses (``connectors.queue.map_storage_error``
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -71,6 +69,17 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from connectors.backfill_budget_slots import (
+    CUT,
+    MIN_FACTOR,
+    RECOVER_STEP,
+    Row,
+    budget_scope,
+    new_row,
+    open_slot,
+    scope_key,
+    throttle_row,
+)
 from domain.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -78,9 +87,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUDGET_TABLE",
+    "CUT",
+    "MIN_FACTOR",
+    "RECOVER_STEP",
     "BudgetRows",
     "BudgetStats",
     "MemoryBudgetRows",
+    "Row",
     "SharedBudget",
     "TableBudgetRows",
     "budget_scope",
@@ -89,15 +102,8 @@ __all__ = [
 ]
 
 BUDGET_TABLE = "enrichbudget"
-CUT = 0.5  # the factor is multiplied by this on a throttle...
-MIN_FACTOR = 0.05  # ...but never below this
-RECOVER_STEP = 0.05  # given back per clean slot
 _MIN_WAIT_S = 1e-3  # a wait that rounds to nothing still has to move the clock
 _RACES_BEFORE_BACKOFF = 20
-_SCOPE_CHARS = 200
-_UNSAFE = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
-
-Row = dict[str, Any]
 
 
 def __getattr__(name: str) -> Any:
@@ -131,23 +137,6 @@ class BudgetStats:
     paused_s: float
 
 
-def scope_key(scope: str) -> str:
-    """``scope`` as a valid, injective PartitionKey (see the module docstring)."""
-    safe = _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", scope)
-    if len(safe) <= _SCOPE_CHARS:
-        return safe
-    digest = hashlib.sha256(scope.encode("utf-8")).hexdigest()[:16]
-    return f"{safe[: _SCOPE_CHARS - 17]}~{digest}"
-
-
-def budget_scope(platform: str, host: str, user: str) -> str:
-    """The scope of one platform user: ``<platform>:<host, lower case>:<user>``.
-
-    Not yet a PartitionKey: ``SharedBudget`` passes it through ``scope_key`` (its ``.scope``).
-    """
-    return f"{platform}:{host.strip().lower()}:{user.strip()}"
-
-
 def combine(
     *pacers: Callable[[], AbstractContextManager[None]],
 ) -> Callable[[], AbstractContextManager[None]]:
@@ -161,22 +150,6 @@ def combine(
             yield
 
     return slot
-
-
-def _new_row() -> Row:
-    return {
-        "slot": -1.0,
-        "cap": 0,
-        "used": 0,
-        "carry": 0.0,
-        "factor": 1.0,
-        "factor_slot": -1.0,
-        "paused_until": 0.0,
-        "throttles": 0,
-        "cuts": 0,
-        "exec_s": 0.0,
-        "exec_cap": 0.0,
-    }
 
 
 class SharedBudget:
@@ -250,16 +223,7 @@ class SharedBudget:
             self._paused_until = max(self._paused_until, until)
             while True:
                 row, etag = self._row()
-                row = dict(row)
-                running = now < float(row["paused_until"])
-                row["paused_until"] = max(float(row["paused_until"]), until)
-                row["throttles"] = int(row["throttles"]) + 1
-                if not running:
-                    row["factor"] = max(MIN_FACTOR, float(row["factor"]) * CUT)
-                    row["cuts"] = int(row["cuts"]) + 1
-                    row["cap"] = min(int(row["cap"]), int(row["used"]))  # close this slot
-                pause_slot = float(self._slot_of(float(row["paused_until"])))
-                row["factor_slot"] = max(float(row["factor_slot"]), pause_slot)
+                row = throttle_row(row, now, until, self.slot_s)
                 if self._write(row, etag):
                     return
 
@@ -312,7 +276,7 @@ class SharedBudget:
                 self._paused_until = max(self._paused_until, paused_until)
                 return paused_until - now, True
             row = dict(row)
-            opened = self._open(row, k)
+            opened = open_slot(row, k, self.per_slot, self.exec_per_slot)
             if self._pending_exec_s:
                 row["exec_s"] = float(row["exec_s"]) + self._pending_exec_s
             take = min(self.block, int(row["cap"]) - int(row["used"]))
@@ -336,29 +300,12 @@ class SharedBudget:
             if races >= _RACES_BEFORE_BACKOFF:  # a storm of writers: let the others through
                 return min(self.slot_s / 20.0, 0.05), False
 
-    def _open(self, row: Row, k: int) -> bool:
-        """Move ``row`` to slot ``k`` if it is older: recover the factor, set cap and carry."""
-        if float(row["slot"]) >= k:
-            return False
-        factor = float(row["factor"])
-        if factor < 1.0 and k > float(row["factor_slot"]):
-            factor = min(1.0, factor + RECOVER_STEP * (k - float(row["factor_slot"])))
-        if factor >= 1.0 or k > float(row["factor_slot"]):
-            row["factor_slot"] = float(k)
-        available = float(row["carry"]) + self.per_slot * factor
-        cap = math.floor(available + 1e-9)
-        row.update(slot=float(k), factor=factor, cap=cap, used=0, carry=max(0.0, available - cap))
-        if self.exec_per_slot is not None:
-            debt = max(0.0, float(row["exec_s"]) - float(row["exec_cap"]))
-            row.update(exec_s=debt, exec_cap=self.exec_per_slot * factor)
-        return True
-
     def _row(self) -> tuple[Row, str]:
         """The cached row (possibly stale: writes are conditional), else the stored one."""
         while self._cached is None:
             found = self._rows.get(self.scope)
             if found is None:
-                fresh = _new_row()
+                fresh = new_row()
                 etag = self._rows.insert(self.scope, fresh)
                 found = None if etag is None else (fresh, etag)
             self._cached = found
