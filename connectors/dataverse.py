@@ -34,6 +34,7 @@ from connectors._msal import MsalTokenProvider
 from connectors._pacing import Pacer
 from connectors.backfill_pacing import combine
 from connectors.base import RecordPage, SourceRecord, System, Update, WriteOutcome
+from connectors.dataverse_reads import DataverseLookups
 from connectors.dataverse_writes import DEFAULT_CASES_PER_BATCH, DataverseWrites
 from domain.errors import ConfigError, RejectedError, UnavailableError
 from domain.redact import Redactor
@@ -46,8 +47,12 @@ NOTE_FIELD = od.NOTE_FIELD  # pseudo-field of update(): the note to add to the r
 log = logging.getLogger(__name__)
 
 
-class DataverseConnector:
-    """Reads and writes Dataverse records through the Web API (``incidents`` and friends)."""
+class DataverseConnector(DataverseLookups):
+    """Reads and writes Dataverse records through the Web API (``incidents`` and friends).
+
+    ``has_note``, ``first_email_text``, ``list_subjects`` and ``list_choices`` come from
+    ``connectors.dataverse_reads.DataverseLookups``.
+    """
 
     system: System = od.SYSTEM
 
@@ -156,23 +161,6 @@ class DataverseConnector:
         order, each record built from the PATCH's representation (no re-read)."""
         return self._writes.update_many(table, updates, cases_per_batch=cases_per_batch)
 
-    def has_note(
-        self, table: str, record_id: str, marker: str, *, element: str = od.NOTE_FIELD
-    ) -> bool:
-        """Whether an annotation on the record contains ``marker`` (``element`` is unused)."""
-        record_id = od.check_guid(record_id)
-        od.entity_set(table)
-        if not od.NOTE_MARKER_RE.fullmatch(marker):
-            raise RejectedError("invalid note marker", system=od.SYSTEM)
-        query = {
-            "$filter": f"_objectid_value eq {record_id} and contains(notetext,'{marker}')",
-            "$select": "annotationid",
-            "$top": "1",
-        }
-        url = f"{self._base}{od.API}/annotations?{od.query(query)}"
-        rows = od.rows(od.json(self._http.request("GET", url, headers=od.READ_HEADERS)))
-        return bool(rows)
-
     def overwritten(
         self,
         table: str,
@@ -266,57 +254,6 @@ class DataverseConnector:
     def fallback_text(self, table: str, record_id: str) -> str | None:
         """A case created from an e-mail: the HTML body of its first e-mail activity."""
         return self.first_email_text(record_id)
-
-    def first_email_text(self, case_id: str) -> str | None:
-        """The HTML ``description`` of the earliest e-mail activity regarding the case, if any."""
-        query = {
-            "$filter": f"_regardingobjectid_value eq {od.check_guid(case_id)}",
-            "$orderby": "createdon asc",
-            "$select": "description,subject",
-            "$top": "1",
-        }
-        url = f"{self._base}{od.API}/emails?{od.query(query)}"
-        rows = od.rows(od.json(self._http.request("GET", url, headers=od.READ_HEADERS)))
-        text = rows[0].get("description") if rows else None
-        return text if isinstance(text, str) and text else None
-
-    def list_subjects(self) -> list[dict[str, str]]:
-        """The Subject tree: ``subjectid``, ``title``, ``_parentsubject_value`` (or "")."""
-        rows = self.iter_records(
-            "subject", "", ["title", "_parentsubject_value"], order_by="title asc,subjectid asc"
-        )
-        return [
-            {k: str(r.fields.get(k) or "") for k in ("subjectid", "title", "_parentsubject_value")}
-            for r in rows
-        ]
-
-    def list_choices(
-        self, columns: Sequence[str], *, table: str = "incident"
-    ) -> list[dict[str, str]]:
-        """Options of the picklist ``columns``: ``element``, ``value`` (int as text), ``label``."""
-        od.entity_set(table)
-        wanted = {od.check_field(c) for c in columns}
-        url = (
-            f"{self._base}{od.API}/EntityDefinitions(LogicalName='{table}')/Attributes/"
-            "Microsoft.Dynamics.CRM.PicklistAttributeMetadata"
-            "?$select=LogicalName&$expand=OptionSet($select=Options)"
-        )
-        found: list[dict[str, str]] = []
-        for attribute in od.rows(od.json(self._http.request("GET", url, headers=od.READ_HEADERS))):
-            name = attribute.get("LogicalName")
-            if name not in wanted:
-                continue
-            option_set = attribute.get("OptionSet") or {}
-            for option in option_set.get("Options") or []:
-                label = ((option.get("Label") or {}).get("UserLocalizedLabel") or {}).get("Label")
-                found.append(
-                    {
-                        "element": str(name),
-                        "value": str(option.get("Value")),
-                        "label": str(label or ""),
-                    }
-                )
-        return found
 
     def close(self) -> None:
         """Release the HTTP session if this connector created it."""
