@@ -31,6 +31,10 @@ from connectors.servicenow_table import (
     HAS_ORDER,
     JSON_HEADERS,
     SYSTEM,
+    _check_field,
+    _check_sys_id,
+    _check_table,
+    _dedupe,
     _Many,
     _new_records,
     _One,
@@ -38,12 +42,6 @@ from connectors.servicenow_table import (
     _same_origin,
     stable_order,
 )
-
-# Names connectors.servicenow_batch and the tests import from here.
-from connectors.servicenow_table import _check_field as _check_field
-from connectors.servicenow_table import _check_sys_id as _check_sys_id
-from connectors.servicenow_table import _check_table as _check_table
-from connectors.servicenow_table import _dedupe as _dedupe
 from domain.errors import ConfigError, RejectedError
 from domain.redact import Redactor
 from domain.settings import HttpSettings, ServiceNowSettings, Settings

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ValidationError
 
 from connectors._http import HttpClient, request_id_of
 from connectors.base import SourceRecord, WriteOutcome
-from connectors.servicenow import (
+from connectors.servicenow_table import (
     AUDIT_FIELDS,
     BASE_PARAMS,
     JSON_HEADERS,
