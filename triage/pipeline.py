@@ -18,10 +18,9 @@ connector reports values someone else set between our read and our write
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -29,11 +28,16 @@ from connectors.base import Connector, SourceRecord
 from connectors.state import ClaimStore, MemoryClaimStore
 from domain.errors import ClaimedError, ConflictError, ConnectorError
 from domain.mapping import FieldMapping, to_ticket
-from domain.models import Decision, EnrichmentResult, Suggestion, Ticket
-from domain.sanitize import NOTE_MAX_CHARS, sanitize_note, sanitize_value, sanitize_write
+from domain.models import EnrichmentResult, Ticket
 from enrichers.base import Enricher
-from enrichers.engine import run_enrichers
-from triage.policy import decide, render_note, to_changes, write_limits
+from triage.pipeline_plan import (
+    NOTE_MARKER_PREFIX,
+    Plan,
+    decision_rows,
+    input_hash,
+    make_plan,
+    note_marker,
+)
 from triage.restore import RaceRepair, may_have_landed
 from triage.telemetry import Telemetry, current
 
@@ -58,21 +62,6 @@ DEFAULT_LEASE_S = 300.0
 DEFAULT_SETTLE_S = 90.0
 #: Conditional writes refused because the record changed (412) before we give up for now.
 MAX_CONFLICT_ROUNDS = 3
-
-
-def input_hash(ticket: Ticket) -> str:
-    """A short, stable hash of the text the enrichers read."""
-    digest = hashlib.sha256(f"{ticket.title}\x1f{ticket.description}".encode())
-    return digest.hexdigest()[:16]
-
-
-#: How the last line of our note starts; the rest is the input hash.
-NOTE_MARKER_PREFIX = "input "
-
-
-def note_marker(digest: str) -> str:
-    """The line our note ends with; finding it on a record means this input was written."""
-    return f"{NOTE_MARKER_PREFIX}{digest}"
 
 
 @dataclass
@@ -201,31 +190,25 @@ class Pipeline:
         at the write boundary and carries our note, whose last line names the mapping version
         and the input (the marker survives the note's length cut).
         """
-        chosen = run_enrichers(self.enrichers, ticket)
-        decisions = decide(ticket, chosen, self.mapping, raw=record.fields)
-        changes = to_changes(decisions, self.mapping)
-        note_field = self.mapping.note_field
-        marker = f"mapping {self.mapping.fingerprint}, {note_marker(digest)}"
-        text = sanitize_note(
-            render_note(decisions, self.mapping), max_chars=NOTE_MAX_CHARS - len(marker) - 1
-        )
-        body = sanitize_write(
-            {**changes, note_field: f"{text}\n{marker}"},
-            note_field=note_field,
-            limits=write_limits(self.mapping),
-        )
-        return Plan(tuple(chosen.values()), tuple(decisions), changes, body, note_field)
+        return make_plan(self.enrichers, self.mapping, record, ticket, digest)
 
     def record_shadow(self, record: SourceRecord, ticket: Ticket, digest: str, plan: Plan) -> str:
         """Shadow mode: record the plan's decisions (what would have happened)."""
         assert self.shadow is not None
-        return self._record_decisions(
-            self.shadow, record, ticket, digest, plan.decisions, plan.suggestions
-        )
+        return self._record_decisions(self.shadow, record, ticket, digest, plan)
 
     def log_decisions(self, record: SourceRecord, ticket: Ticket, digest: str, plan: Plan) -> None:
-        """After a write: the plan's decisions into the decision log (never fails the job)."""
-        self._log_decisions(record, ticket, digest, plan.decisions, plan.suggestions)
+        """After a write: the plan's decisions into the decision log (never fails the job).
+
+        What was written or suggested after go-live, for the same improvement report. The
+        ticket is already written: a failure to log is a warning, never a failed job.
+        """
+        if self.decision_log is None:
+            return
+        try:
+            self._record_decisions(self.decision_log, record, ticket, digest, plan)
+        except ConnectorError as exc:
+            log.warning("could not log the decisions for %s: %s", record.record_id, exc)
 
     def ticket_of(self, record: SourceRecord) -> Ticket:
         """The ticket the enrichers read from a platform record (e-mail text as fallback)."""
@@ -280,60 +263,19 @@ class Pipeline:
             **base,
         )
 
-    def _log_decisions(
-        self,
-        record: SourceRecord,
-        ticket: Ticket,
-        digest: str,
-        decisions: Sequence[Decision],
-        suggestions: Iterable[Suggestion],
-    ) -> None:
-        """After go-live: what was written or suggested, for the same improvement report.
-
-        The ticket is already written: a failure to log is a warning, never a failed job.
-        """
-        if self.decision_log is None:
-            return
-        try:
-            self._record_decisions(
-                self.decision_log, record, ticket, digest, decisions, suggestions
-            )
-        except ConnectorError as exc:
-            log.warning("could not log the decisions for %s: %s", record.record_id, exc)
-
     def _record_decisions(
-        self,
-        store: ShadowStore,
-        record: SourceRecord,
-        ticket: Ticket,
-        digest: str,
-        decisions: Sequence[Decision],
-        suggestions: Iterable[Suggestion],
+        self, store: ShadowStore, record: SourceRecord, ticket: Ticket, digest: str, plan: Plan
     ) -> str:
         """Record each decision (shadow mode: what would have happened; else what did)."""
-        sources = {s.field: s.source for s in suggestions}
-        from connectors.shadow import ShadowRecord
-
-        rows = [
-            ShadowRecord(
-                system=record.system,
-                table=record.table,
-                record_id=record.record_id,
-                number=ticket.number or "",
-                field=d.field,
-                value=d.value,
-                confidence=d.confidence,
-                reason=sanitize_value(d.reason, max_chars=300),
-                source=sources.get(d.field, ""),
-                action=d.action,
-                why=sanitize_value(d.why, max_chars=300),
-                input_hash=digest,
-                mapping_version=self.mapping.fingerprint,
-                model_version=self.model_version,
-                at=self.now(),
-            )
-            for d in decisions
-        ]
+        rows = decision_rows(
+            record,
+            ticket,
+            digest,
+            plan,
+            mapping_version=self.mapping.fingerprint,
+            model_version=self.model_version,
+            at=self.now(),
+        )
         if rows:
             store.record(rows)
         return f"shadow mode: {len(rows)} suggestion(s) recorded, nothing written"
@@ -349,29 +291,6 @@ class Pipeline:
                 **kwargs,
             }
         )
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the enrichers and the policy propose for one record (see ``Pipeline.plan``)."""
-
-    suggestions: tuple[Suggestion, ...]
-    decisions: tuple[Decision, ...]
-    #: Platform values the policy would write (before sanitising).
-    changes: Mapping[str, str]
-    #: The sanitised write: values and the note.
-    body: Mapping[str, str]
-    note_field: str
-
-    @property
-    def values(self) -> dict[str, str]:
-        """The sanitised field values of the body (the note left out)."""
-        return {k: v for k, v in self.body.items() if k != self.note_field}
-
-    @property
-    def note(self) -> str:
-        """The note the write carries."""
-        return self.body.get(self.note_field, "")
 
 
 @dataclass
