@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from domain.models import SUMMARY_MAX_CHARS
-from enrichers.summary import clip, compress, sentence_score
+from enrichers.summary_rules import clip, compress, sentence_score
 from enrichers.text import clean_title, is_greeting, is_informative_title, parse_email
 from enrichers.text import split_sentences as _split_sentences
 
