@@ -21,16 +21,21 @@ forward, "still broken?"), and the first cut header block's ``Subject:`` is kept
 * ``is_greeting(line)`` / ``strip_greeting(line)`` — greeting detection for one line.
 * ``clean_title(title)`` / ``is_informative_title(title)`` — "RE:/FW:"-free subject lines, and
   whether one says anything specific.
+
+Markup stripping lives in ``enrichers.text_markup``, sentence splitting and titles in
+``enrichers.text_sentences``; this module holds the e-mail boilerplate rules and re-exports
+the others' public names.
 """
 
 from __future__ import annotations
 
 import functools
-import html
 import re
 from dataclasses import dataclass
 
 from enrichers.html_text import looks_like_html, split_html_reply
+from enrichers.text_markup import MAX_INPUT_CHARS, strip_markup, tidy
+from enrichers.text_sentences import clean_title, is_informative_title, split_sentences
 
 __all__ = [
     "CleanedEmail",
@@ -45,38 +50,11 @@ __all__ = [
     "strip_markup",
 ]
 
-#: Text longer than this is cut before cleaning, so one 200 kB log paste cannot stall a worker.
-MAX_INPUT_CHARS = 20_000
 #: An HTML e-mail's own text needs this many words for its quoted reply chain to be cut.
 MIN_OWN_WORDS = 8
 
 _I = re.IGNORECASE
 _IM = re.IGNORECASE | re.MULTILINE
-
-# --- markup ------------------------------------------------------------------------------------
-_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
-_CODE_FENCE = re.compile(
-    r"^[ \t]*(```|~~~)[\w+.#-]*[ \t]*$.*?(?:^[ \t]*\1[^\n]*$|\Z)", re.DOTALL | re.MULTILINE
-)
-_HTML_BREAK = re.compile(r"<(?:br|/p|/div|/li|/tr|/h[1-6])\b[^>]{0,200}>", _I)
-_HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]{0,20}(?:\s[^<>]{0,300})?/?>")
-# ServiceNow journal markup: [code]...[/code] renders its content as HTML.
-_SN_CODE_TAG = re.compile(r"\[\s*/?\s*code\s*\]", _I)
-_MD_IMAGE = re.compile(r"!\[[^\]\n]{0,300}\]\([^)\s]{0,500}\)")
-_MD_LINK = re.compile(r"\[([^\]\n]{1,300})\]\([^)\s]{0,500}\)")
-_URL = re.compile(r"(?:\bhttps?://|\bwww\.)[^\s<>()\"']+", _I)
-_INLINE_CODE = re.compile(r"`{1,3}([^`\n]{0,300})`{1,3}")
-_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}(?:[ \t].*)?$", re.MULTILINE)
-# A line that is only bold/italic text is a template label ("**Describe the bug**").
-_BOLD_LABEL = re.compile(r"^[ \t]*(\*\*|__)[^\n]{1,300}?\1[ \t]*:?[ \t]*$", re.MULTILINE)
-_EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
-_LIST_MARKER = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,3}[.)])[ \t]+(?:\[[ xX]\][ \t]+)?", re.MULTILINE)
-_TABLE_LINE = re.compile(r"^[ \t]*\|.*\|[ \t]*$|^[ \t]*[-:| ]{3,}$", re.MULTILINE)
-_STACK_LINE = re.compile(
-    r"^[ \t]*(?:at\s+[\w$.<>]+[\s(].*[:)]|File \"[^\"]+\", line \d+.*|Traceback \(most recent"
-    r" call last\):.*|#\d+\s+0x[0-9a-f]+.*|\w+\.\w+\.\w+.*\(\w+\.java:\d+\))$",
-    re.MULTILINE,
-)
 
 # --- e-mail boilerplate ------------------------------------------------------------------------
 _HEADER_KEYS = (
@@ -171,9 +149,7 @@ _DISCLAIMER_HINTS = (
     "vertraulich",
     "information",
 )
-_WS = re.compile(r"[ \t\u00a0\u200b]+")
 _WORD = re.compile(r"[^\W_]+")
-_BLANKS = re.compile(r"\n{3,}")
 
 
 @dataclass(frozen=True)
@@ -182,46 +158,6 @@ class CleanedEmail:
 
     body: str
     subjects: tuple[str, ...] = ()
-
-
-def strip_markup(text: str) -> str:
-    """Remove markdown/HTML scaffolding, code blocks, URLs and stack traces; keep lines."""
-    return _strip_markup(text, entities=True)
-
-
-def _strip_markup(text: str, *, entities: bool) -> str:
-    text = text[:MAX_INPUT_CHARS].replace("\r\n", "\n").replace("\r", "\n")
-    # Entities first: decoding after the tags were stripped would revive "&lt;img ...&gt;".
-    # Text made from HTML had its entities decoded already: decoding twice would turn a
-    # written "&amp;lt;" into "<".
-    if entities and "&" in text:
-        text = html.unescape(text)
-    text = _HTML_COMMENT.sub("\n", text)
-    text = _CODE_FENCE.sub("\n", text)
-    if "<" in text:
-        text = _HTML_BREAK.sub("\n", text)
-        text = _HTML_TAG.sub(" ", text)
-    if "[" in text:
-        text = _SN_CODE_TAG.sub(" ", text)
-    # Each pass is guarded by a cheap substring test: plain e-mails skip most of them.
-    if "](" in text:
-        text = _MD_IMAGE.sub(" ", text)
-        text = _MD_LINK.sub(r"\1", text)
-    if "://" in text or "www." in text:
-        text = _URL.sub(" ", text)
-    if "`" in text:
-        text = _INLINE_CODE.sub(r"\1", text)
-    if "#" in text:
-        text = _HEADING.sub("", text)
-    if "**" in text or "__" in text:
-        text = _BOLD_LABEL.sub("", text)
-        text = _EMPHASIS.sub(r"\2", text)
-    if "|" in text or "---" in text:
-        text = _TABLE_LINE.sub("", text)
-    if "(" in text or "File" in text or "#" in text:
-        text = _STACK_LINE.sub("", text)
-    text = _LIST_MARKER.sub("", text)
-    return _tidy(text)
 
 
 def strip_boilerplate(text: str) -> str:
@@ -243,7 +179,7 @@ def parse_email(text: str, *, markup: bool = True) -> CleanedEmail:
     the result is immutable.
     """
     if markup and looks_like_html(text):
-        text = _strip_markup(_html_body(text), entities=False)
+        text = strip_markup(_html_body(text), entities=False)
     elif markup:
         text = strip_markup(text)
     else:
@@ -259,7 +195,7 @@ def parse_email(text: str, *, markup: bool = True) -> CleanedEmail:
     for message in _split_messages(lines, subjects):
         kept.extend(_clean_message(message))
         kept.append("")
-    return CleanedEmail(body=_tidy("\n".join(kept)), subjects=tuple(subjects))
+    return CleanedEmail(body=tidy("\n".join(kept)), subjects=tuple(subjects))
 
 
 def _html_body(html_text: str) -> str:
@@ -371,102 +307,3 @@ def strip_greeting(line: str) -> str:
     if is_greeting(line):
         return ""
     return _GREETING_PREFIX.sub("", line, count=1).strip()
-
-
-def _tidy(text: str) -> str:
-    """Collapse runs of spaces and of blank lines; strip each line."""
-    text = _WS.sub(" ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    return _BLANKS.sub("\n\n", text).strip()
-
-
-# --- sentences ---------------------------------------------------------------------------------
-# Informal e-mail often starts sentences in lower case, so any word may follow the stop.
-_BOUNDARY = re.compile(r"[.!?…]+[\"')\]]*\s+(?=[\"'(\[]?[^\W_])|[.!?…]+\s*$")
-# Dotted abbreviations that do not end a sentence (trailing dot removed, lower case).
-_ABBREVIATIONS = frozenset(
-    re.findall(
-        r"\S+",
-        "e.g i.e etc vs mr mrs ms dr prof nr no inc ltd approx ca z.b bzw d.h u.a usw ggf inkl "
-        "evtl f.eks bl.a dvs m.m mht osv t.ex s.k kl jf el resp",
-    )
-)
-_WORD_BEFORE = re.compile(r"([\w.]+)$")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split text into sentences; a line break ends a sentence unless the line was wrapped."""
-    sentences: list[str] = []
-    for paragraph in _unwrap(text).split("\n"):
-        start = 0
-        for match in _BOUNDARY.finditer(paragraph):
-            if match.group().strip() and _is_abbreviation(paragraph, match.start()):
-                continue
-            piece = paragraph[start : match.end()].strip()
-            if piece:
-                sentences.append(piece)
-            start = match.end()
-        tail = paragraph[start:].strip()
-        if tail:
-            sentences.append(tail)
-    return sentences
-
-
-def _unwrap(text: str) -> str:
-    """Join hard-wrapped lines: the next line starts lower-case or the line ends mid-clause."""
-    lines = [line.strip() for line in text.split("\n")]
-    out: list[str] = []
-    for line in lines:
-        prev = out[-1] if out else ""
-        if prev and line and prev[-1] not in ".!?:" and (line[0].islower() or prev[-1] in ",;-(/&"):
-            out[-1] = f"{out[-1]} {line}"
-        else:
-            out.append(line)
-    return "\n".join(out)
-
-
-def _is_abbreviation(text: str, dot: int) -> bool:
-    """True when the punctuation at ``dot`` ends an abbreviation or an ordinal ("3. Mai")."""
-    # A bounded look-behind window: searching from 0 would make long lines quadratic.
-    match = _WORD_BEFORE.search(text, max(0, dot - 12), dot)
-    if not match:
-        return False
-    word = match.group(1).lower().rstrip(".")
-    return word in _ABBREVIATIONS or (word.isdigit() and len(word) <= 2 and text[dot] == ".")
-
-
-# --- subject lines / titles -------------------------------------------------------------------------------------
-_TITLE_PREFIX = re.compile(
-    r"^\s*(?:(?:re|fw|fwd|sv|vs|aw|wg|tr|antw|vb|videresend|vidarebefordra)\s*(?:\[\d+\])?\s*:"
-    r"|\[(?:external|extern|ekstern|ext)\]|\((?:external|extern|ekstern)\))\s*",
-    re.IGNORECASE,
-)
-_TICKET_REF = re.compile(r"\b(?:INC|REQ|RITM|CS|CAS|TASK)\d{5,}\b|\s*\b(?:ticket|case)\s*#\s*\d+")
-# Words that make a title unspecific on their own ("Help", "Problem", "Urgent!").
-_GENERIC_WORDS = frozenset(
-    re.findall(
-        r"\S+",
-        "help hjælp hjälp hilfe issue issues problem problems problemer problemen question "
-        "questions fråga frage spørgsmål request requests anmodning förfrågan anfrage support "
-        "urgent akut dringend brådskande ticket sag ärende error fejl fel fehler bug please "
-        "venligst hi hello hej hallo test none n/a na no subject untitled",
-    )
-)
-_TITLE_WORDS = re.compile(r"[^\W_]+")
-
-
-def clean_title(title: str) -> str:
-    """Strip reply/forward prefixes, external-sender tags and ticket numbers from a title."""
-    previous = None
-    title = " ".join(title.split())
-    while previous != title:
-        previous = title
-        title = _TITLE_PREFIX.sub("", title)
-    return " ".join(_TICKET_REF.sub(" ", title).split()).strip(" -:|")
-
-
-def is_informative_title(title: str) -> bool:
-    """True if a cleaned title says something specific (not "Help", "Problem", "FW:")."""
-    words = [w.lower() for w in _TITLE_WORDS.findall(title)]
-    specific = [w for w in words if w not in _GENERIC_WORDS and not w.isdigit()]
-    return len(specific) >= 2 or (len(specific) == 1 and len(specific[0]) >= 6 and len(words) >= 2)
