@@ -99,7 +99,12 @@ def test_model_records_its_members_and_holds_precision_on_new_tickets(
     classifier = model.metadata["classifier"]
     assert classifier["members"] == list(members)
     assert classifier["kind"] == ("linear" if len(members) == 1 else "linear_ensemble")
-    assert classifier["threshold_rule"] == {"wilson_z": 1.645, "min_covered": 20}
+    assert classifier["threshold_rule"] == {
+        "wilson_z": 1.645,
+        "min_covered": 20,
+        "every_fold": True,
+        "label_demotion": True,
+    }
     assert classifier["scorer"] == "fold_average"
     held = model.metadata["fields"]["subcategory"]["heldout"]
     assert held["precision_at_threshold"] >= 0.95

@@ -98,6 +98,7 @@ def pick_threshold(
     *,
     z: float = 0.0,
     min_covered: int = 1,
+    groups: Sequence[Sequence[Any] | npt.NDArray[Any]] = (),
 ) -> float | None:
     """The lowest threshold whose filled set is at least ``target`` precise (None: never fill).
 
@@ -105,12 +106,49 @@ def pick_threshold(
     not just as observed: picking the largest cut where a noisy curve touches the target
     otherwise claims more precision than new tickets get. At least ``min_covered`` rows must
     clear the threshold.
+
+    Each grouping in ``groups`` (e.g. each row's cross-validation fold, each row's predicted
+    label) adds a condition: in every group the rows the cut fills must not be clearly below
+    the target, i.e. their precision's Wilson *upper* bound at ``z`` reaches it. A pooled
+    precision that only holds on average (one fold, or one often-confused label, far below and
+    the rest above) is a promise new tickets can break; such a cut is refused, and a field
+    where every cut is refused abstains.
     """
-    thresholds, coverage, precision = precision_coverage_curve(confidence, correct)
-    covered = np.rint(coverage * len(np.asarray(confidence)))
+    conf = np.asarray(confidence, dtype=np.float64)
+    hits = np.asarray(correct, dtype=bool)
+    thresholds, coverage, precision = precision_coverage_curve(conf, hits)
+    covered = np.rint(coverage * len(conf))
     bound = wilson_lower_bound(precision, covered, z) if z > 0 else precision
-    ok = np.nonzero((bound >= target) & (covered >= min_covered))[0]
-    return float(thresholds[ok[-1]]) if ok.size else None
+    ok = (bound >= target) & (covered >= min_covered)
+    for grouping in groups:
+        if ok.any():
+            ok &= _every_group_reaches(conf, hits, np.asarray(grouping), thresholds, target, z)
+    found = np.nonzero(ok)[0]
+    return float(thresholds[found[-1]]) if found.size else None
+
+
+def _every_group_reaches(
+    conf: npt.NDArray[np.float64],
+    hits: npt.NDArray[np.bool_],
+    groups: npt.NDArray[Any],
+    thresholds: npt.NDArray[np.float64],
+    target: float,
+    z: float,
+) -> npt.NDArray[np.bool_]:
+    """Per cut: no group's filled rows are below ``target`` beyond their Wilson upper bound."""
+    ok = np.ones(len(thresholds), dtype=bool)
+    ascending = thresholds[::-1]  # searchsorted needs ascending order
+    for g in np.unique(groups):
+        mine = groups == g
+        c, h = np.sort(conf[mine]), hits[mine][np.argsort(conf[mine], kind="stable")]
+        wrong_above = np.r_[np.cumsum((~h)[::-1])[::-1], 0]  # misses among rows ≥ each index
+        start = np.searchsorted(c, ascending, side="left")
+        filled = (len(c) - start)[::-1].astype(np.float64)
+        misses = wrong_above[start][::-1].astype(np.float64)
+        precision = np.where(filled > 0, 1.0 - misses / np.maximum(filled, 1.0), 1.0)
+        upper = 1.0 - wilson_lower_bound(1.0 - precision, filled, z) if z > 0 else precision
+        ok &= (filled == 0) | (upper >= target)
+    return ok
 
 
 def coverage_at_precision(

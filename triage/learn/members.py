@@ -16,12 +16,14 @@ single gather, whatever the number of members:
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
@@ -48,12 +50,23 @@ class LinearScorer:
 
 
 def fit_member(
-    kind: str, x: Matrix, y: npt.NDArray[np.str_], labels: Sequence[str], c: float, seed: int
+    kind: str,
+    x: Matrix,
+    y: npt.NDArray[np.str_],
+    labels: Sequence[str],
+    c: float,
+    seed: int,
+    passes: int = 1000,
 ) -> LinearScorer:
-    """Fit one member; labels absent from ``y`` (a small fold) get a score far below the rest."""
+    """Fit one member; labels absent from ``y`` (a small fold) get a score far below the rest.
+
+    ``passes`` caps the SVM's coordinate-descent passes over the data (``svm`` only). A fixed
+    small number keeps its cost linear in rows × labels × non-zeros; run to convergence, the
+    dual solver needs more passes the more rows a hard problem has.
+    """
     present = sorted(set(y.tolist()))
     if kind == "svm":
-        coef, intercept = _svm(x, y, c, seed)
+        coef, intercept = _svm(x, y, c, seed, passes)
     elif kind == "nbsvm":
         coef, intercept = _nbsvm(x, y, present, c, seed)
     elif kind == "logreg":
@@ -75,8 +88,14 @@ def _two_columns(coef: Floats, intercept: Floats) -> tuple[Floats, Floats]:
     return coef, intercept
 
 
-def _svm(x: Matrix, y: npt.NDArray[np.str_], c: float, seed: int) -> tuple[Floats, Floats]:
-    model = LinearSVC(C=c, class_weight="balanced", random_state=seed).fit(x, y)
+def _svm(
+    x: Matrix, y: npt.NDArray[np.str_], c: float, seed: int, passes: int = 1000
+) -> tuple[Floats, Floats]:
+    model = LinearSVC(C=c, class_weight="balanced", random_state=seed, max_iter=passes)
+    with warnings.catch_warnings():
+        # Stopping after ``passes`` is the point, not a failure (see ``fit_member``).
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y)
     coef = np.asarray(model.coef_, dtype=np.float64).T
     return _two_columns(coef, np.asarray(model.intercept_, dtype=np.float64))
 
