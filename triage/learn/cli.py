@@ -96,7 +96,12 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--min-class", type=int, default=5)
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="cross-validation folds (default: 5 below 10,000 labelled rows, 3 from there)",
+    )
     parser.add_argument("--c", type=float, default=0.3, help="SVM regularisation")
     parser.add_argument(
         "--jobs",
