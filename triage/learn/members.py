@@ -57,15 +57,22 @@ def fit_member(
     c: float,
     seed: int,
     passes: int = 1000,
+    negatives: int | None = None,
 ) -> LinearScorer:
     """Fit one member; labels absent from ``y`` (a small fold) get a score far below the rest.
 
     ``passes`` caps the SVM's coordinate-descent passes over the data (``svm`` only). A fixed
     small number keeps its cost linear in rows × labels × non-zeros; run to convergence, the
     dual solver needs more passes the more rows a hard problem has.
+
+    ``negatives`` (``svm`` only; None: all rows): each label's one-vs-rest problem keeps all
+    its rows and a random sample of at least ``negatives`` (and at least as many as its own
+    rows) of the other rows, weighted up by the inverse sampling rate (see ``_svm_sampled``).
     """
     present = sorted(set(y.tolist()))
-    if kind == "svm":
+    if kind == "svm" and negatives is not None:
+        coef, intercept = _svm_sampled(x, y, present, c, seed, passes, negatives)
+    elif kind == "svm":
         coef, intercept = _svm(x, y, c, seed, passes)
     elif kind == "nbsvm":
         coef, intercept = _nbsvm(x, y, present, c, seed)
@@ -98,6 +105,84 @@ def _svm(
         model.fit(x, y)
     coef = np.asarray(model.coef_, dtype=np.float64).T
     return _two_columns(coef, np.asarray(model.intercept_, dtype=np.float64))
+
+
+def _svm_sampled(
+    x: Matrix,
+    y: npt.NDArray[np.str_],
+    present: list[str],
+    c: float,
+    seed: int,
+    passes: int,
+    negatives: int,
+) -> tuple[Floats, Floats]:
+    """One-vs-rest SVM, each label on its rows plus a weighted sample of the other rows.
+
+    One-vs-rest over all rows costs rows × labels per pass, and a growing desk has both more
+    rows and more labels that reach ``min_class``. Here label j sees its ``n_j`` rows and
+    ``m_j = max(negatives, n_j)`` of the others (all of them if fewer: then it is exactly the
+    full problem), each sampled row weighted up so the sample stands for the rows it was drawn
+    from. A second fit adds the hard negatives: up to ``m_j`` unsampled rows that the first fit
+    scores inside its margin (highest first), each at weight 1, the sample then standing for
+    the rest. Without them quality fell clearly on a 20k-row desk (docs/classification.md).
+    Per label: two fits of at most n_j + 2·m_j rows and one product over the unsampled rows.
+    Weights as ``LinearSVC(class_weight="balanced")`` one-vs-rest: a label's own rows get
+    rows / (labels · n_j), the others 1.
+    """
+    n, k = len(y), len(present)
+    coef = np.zeros((x.shape[1], k))
+    intercept = np.zeros(k)
+    x = sparse.csr_matrix(x, dtype=np.float64)
+    for j, label in enumerate(present):
+        mine = np.nonzero(y == label)[0]
+        others = np.nonzero(y != label)[0]
+        take = max(negatives, len(mine))
+        if take >= len(others):
+            coef[:, j], intercept[j] = _binary_svm(x, mine, others, [], n / k, c, seed, passes)
+            continue
+        rng = np.random.default_rng([seed, j])
+        sample = np.sort(rng.choice(others, size=take, replace=False))
+        w, b = _binary_svm(x, mine, sample, [], n / k, c, seed, passes)
+        # Hard negatives: unsampled rows inside the margin of the sampled model (where the
+        # full problem's hinge loss is not zero) join the fit at their own weight of 1.
+        rest = np.setdiff1d(others, sample, assume_unique=True)
+        score = np.asarray(x[rest] @ w).ravel() + b
+        inside = np.nonzero(score > -1.0)[0]
+        # At most ``take`` of them, the highest scored: the cost per label stays bounded.
+        hard = np.sort(rest[inside[np.argsort(-score[inside], kind="stable")[:take]]])
+        coef[:, j], intercept[j] = _binary_svm(
+            x, mine, sample, hard, n / k, c, seed, passes, represents=len(rest) - len(hard)
+        )
+    return coef, intercept
+
+
+def _binary_svm(
+    x: Matrix,
+    mine: npt.NDArray[np.int64],
+    sample: npt.NDArray[np.int64],
+    hard: Any,
+    balance: float,
+    c: float,
+    seed: int,
+    passes: int,
+    represents: int = 0,
+) -> tuple[Floats, float]:
+    """A label's SVM on its rows (weight ``balance / n_j``), ``hard`` others (weight 1) and
+    ``sample`` others, weighted so that they stand for ``represents`` + their own count rows."""
+    hard = np.asarray(hard, dtype=np.int64)
+    rows = np.concatenate([mine, sample, hard])
+    target = np.r_[np.ones(len(mine)), np.zeros(len(sample) + len(hard))].astype(np.int64)
+    weight = np.r_[
+        np.full(len(mine), balance / len(mine)),
+        np.full(len(sample), (represents + len(sample)) / len(sample)),
+        np.ones(len(hard)),
+    ]
+    order = np.argsort(rows, kind="stable")
+    model = LinearSVC(C=c, random_state=seed, max_iter=passes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x[rows[order]], target[order], sample_weight=weight[order])
+    return np.asarray(model.coef_[0], dtype=np.float64), float(model.intercept_[0])
 
 
 def _logreg(x: Matrix, y: npt.NDArray[np.str_], c: float) -> tuple[Floats, Floats]:

@@ -63,6 +63,10 @@ class TrainConfig:
     c: float = 0.3  # SVM and NB-SVM regularisation
     # Coordinate-descent passes per SVM fit: a fixed cap keeps training linear in the row count.
     svm_passes: int = 10
+    # One-vs-rest SVM: each label sees its own rows, a weighted random sample of at least this
+    # many other rows and as many hard negatives (None: all rows). Keeps training from growing
+    # with rows × labels as a desk grows (``members._svm_sampled``, docs/classification.md).
+    svm_negatives: int | None = 2_000
     logreg_c: float = 10.0
     # One class-balanced linear SVM: the three-member ensemble did not win clearly on most
     # fields of the shared data sets and cost 3–4× the time (docs/classification.md).
@@ -131,6 +135,7 @@ def train_model(
             "members": list(config.members),
             "c": config.c,
             "svm_passes": config.svm_passes,
+            "svm_negatives": config.svm_negatives,
             "logreg_c": config.logreg_c,
             "class_weight": "balanced",
             "folds": config.folds if config.folds is not None else "auto",
@@ -283,7 +288,7 @@ def _member(
     kind: str, x: Matrix, y: npt.NDArray[np.str_], labels: list[str], config: TrainConfig
 ) -> LinearScorer:
     c = config.logreg_c if kind == "logreg" else config.c
-    return fit_member(kind, x, y, labels, c, config.seed, config.svm_passes)
+    return fit_member(kind, x, y, labels, c, config.seed, config.svm_passes, config.svm_negatives)
 
 
 def _fit_task(
