@@ -120,8 +120,9 @@ def _svm_sampled(
 
     One-vs-rest over all rows costs rows × labels per pass, and a growing desk has both more
     rows and more labels that reach ``min_class``. Here label j sees its ``n_j`` rows and
-    ``m_j = max(negatives, n_j)`` of the others (all of them if fewer: then it is exactly the
-    full problem), each sampled row weighted up so the sample stands for the rows it was drawn
+    ``m_j = max(negatives, n_j)`` of the others (all of them if fewer than 2·m_j: then it is
+    exactly the full problem, and when that holds for every label the
+    multi-class ``LinearSVC`` is fitted as without sampling), each sampled row weighted up so the sample stands for the rows it was drawn
     from. A second fit adds the hard negatives: up to ``m_j`` unsampled rows that the first fit
     scores inside its margin (highest first), each at weight 1, the sample then standing for
     the rest. Without them quality fell clearly on a 20k-row desk (docs/classification.md).
@@ -130,6 +131,10 @@ def _svm_sampled(
     rows / (labels · n_j), the others 1.
     """
     n, k = len(y), len(present)
+    counts = np.array([int((y == label).sum()) for label in present])
+    if (2 * np.maximum(negatives, counts) >= n - counts).all():
+        # Nothing to sample: liblinear's own one-vs-rest converts the data once, not per label.
+        return _svm(x, y, c, seed, passes)
     coef = np.zeros((x.shape[1], k))
     intercept = np.zeros(k)
     x = sparse.csr_matrix(x, dtype=np.float64)
@@ -137,7 +142,7 @@ def _svm_sampled(
         mine = np.nonzero(y == label)[0]
         others = np.nonzero(y != label)[0]
         take = max(negatives, len(mine))
-        if take >= len(others):
+        if 2 * take >= len(others):  # sample + hard negatives would cost the full problem
             coef[:, j], intercept[j] = _binary_svm(x, mine, others, [], n / k, c, seed, passes)
             continue
         rng = np.random.default_rng([seed, j])
