@@ -156,8 +156,15 @@ def _spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def previous_config(target: float = 0.95) -> TrainConfig:
-    """The default before issue 12's training changes: 5 folds, SVM to convergence, char 2–5."""
-    return TrainConfig(target_precision=target, folds=5, svm_passes=1000, features=FeatureConfig())
+    """The default before issue 12's training changes: 5 folds, SVM to convergence, char 2–5,
+    full one-vs-rest (no negative sampling)."""
+    return TrainConfig(
+        target_precision=target,
+        folds=5,
+        svm_passes=1000,
+        svm_negatives=None,
+        features=FeatureConfig(),
+    )
 
 
 def classify(
