@@ -243,3 +243,36 @@ def test_train_summary_flag_writes_the_part_and_enrich_uses_it(tmp_path: Path) -
     row = json.loads(stdout.getvalue().splitlines()[0])
     assert row["summary"]["reason"].startswith("learned:"), row["summary"]
     assert "zorblax" not in row["summary"]["value"].lower()
+
+
+def test_a_learned_summary_that_does_not_beat_the_extractive_one_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    from triage.learn.summary_check import holdout_check
+
+    rng = random.Random(9)
+    pairs = [_pair(rng) for _ in range(150)]
+    bodies = [b for b, _ in pairs]
+    good = holdout_check(bodies, [t for _, t in pairs])
+    assert good.keep and good.learned > good.extractive and good.held_out > 10
+    # Titles that say nothing about the body: nothing to learn, so the learned part is dropped.
+    useless = holdout_check(bodies, ["zz qq" for _ in pairs])
+    assert not useless.keep
+
+    from triage.cli import main
+
+    path = tmp_path / "tickets.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["short_description", "description", "category"])
+        for body, _ in pairs:
+            writer.writerow(["zz qq", body, "hardware" if "printer" in body else "network"])
+    out_dir = tmp_path / "model"
+    argv = ["train", "--data", str(path), "--text", "short_description,description"]
+    argv += ["--folds", "3", "--label", "category", "--summary", "short_description"]
+    argv += ["--jobs", "1", "--out", str(out_dir)]
+    stdout = io.StringIO()
+    with redirect_stdout(stdout):
+        assert main(argv) == 0
+    assert "summary: not kept" in stdout.getvalue()
+    assert "summary" not in json.loads((out_dir / "model.json").read_text())

@@ -317,12 +317,23 @@ def _train_summary(args: argparse.Namespace, target: Path, stream: TextIO) -> No
     if not body_cols:
         raise ConfigError("--summary: no --text column other than the summary column")
     bodies, titles = read_summary_pairs(args.data, body_cols, args.summary)
+    from triage.learn.summary_check import holdout_check
+
+    check = holdout_check(bodies, titles)
+    if not check.keep:
+        stream.write(
+            f"summary: not kept: on {check.held_out} held-out pairs the learned summary scores "
+            f"ROUGE-L {check.learned:.3f}, the extractive one {check.extractive:.3f}; "
+            "the extractive summary stays\n"
+        )
+        return
     model = train_summary(bodies, titles, source=Path(args.data).name)
     model.save(target)
     meta = model.metadata
     stream.write(
         f"summary: {meta['n_train']} (description, {args.summary}) pairs, "
-        f"{meta['n_filler']['word']} filler words learned\n"
+        f"{meta['n_filler']['word']} filler words learned; on {check.held_out} held-out pairs "
+        f"ROUGE-L {check.learned:.3f} against the extractive {check.extractive:.3f}\n"
     )
 
 
