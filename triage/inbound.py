@@ -262,19 +262,7 @@ def parse_event(
     body: bytes, content_type: str | None, *, allowed_tables: list[str]
 ) -> WebhookEvent:
     """Validate a webhook body, raising ``InboundError`` with the status to answer."""
-    _check_content_type(content_type)
-    if body.startswith(codecs.BOM_UTF8):
-        raise _malformed("it starts with a byte order mark; send UTF-8 without one")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise _malformed(f"not UTF-8 (byte {exc.start})") from exc
-    try:
-        data = parse_json(text)
-    except ValueError as exc:
-        raise _malformed(str(exc)) from exc
-    if not isinstance(data, dict):
-        raise InboundError("body must be a JSON object", code="invalid_body")
+    data = json_object(body, content_type)
     try:
         event = WebhookEvent.model_validate(data)
     except ValidationError as exc:
@@ -287,6 +275,25 @@ def parse_event(
             f"table {excerpt(event.table)!r} is not enabled", code="table_not_allowed"
         )
     return event
+
+
+def json_object(body: bytes, content_type: str | None) -> dict[str, Any]:
+    """An inbound JSON object body: ``application/json`` in UTF-8 without a BOM, parsed
+    strictly (``parse_json``); ``InboundError`` (415 or 400) naming the problem otherwise."""
+    _check_content_type(content_type)
+    if body.startswith(codecs.BOM_UTF8):
+        raise _malformed("it starts with a byte order mark; send UTF-8 without one")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _malformed(f"not UTF-8 (byte {exc.start})") from None
+    try:
+        data = parse_json(text)
+    except ValueError as exc:
+        raise _malformed(str(exc)) from None
+    if not isinstance(data, dict):
+        raise InboundError("body must be a JSON object", code="invalid_body")
+    return data
 
 
 def _malformed(reason: str) -> InboundError:
@@ -307,7 +314,7 @@ def _check_content_type(content_type: str | None) -> None:
         charset = value.strip().strip('"').lower()
         if name.strip().lower() == "charset" and charset != "utf-8":
             raise InboundError(
-                f"charset must be utf-8, not {excerpt(charset) or 'empty'}",
+                f"charset must be utf-8 (UTF-8), not {excerpt(charset) or 'empty'}",
                 status=415,
                 code="unsupported_media_type",
             )

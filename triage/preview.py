@@ -14,7 +14,6 @@ pipeline's mapping and enrichers (never its connector). Every refusal is a 4xx
 
 from __future__ import annotations
 
-import codecs
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -26,7 +25,13 @@ from domain.mapping import FieldMapping
 from domain.models import CANONICAL_FIELDS, FIELD_NAME_PATTERN, Ticket
 from enrichers.base import Enricher
 from enrichers.engine import Explained, run_enrichers_explained
-from triage.inbound import bounded, check_size, describe_validation_error, excerpt, parse_json
+from triage.inbound import (
+    bounded,
+    check_size,
+    describe_validation_error,
+    excerpt,
+    json_object,
+)
 from triage.pipeline import Pipeline
 from triage.policy import decide
 from triage.replies import WebhookReply, error_reply
@@ -162,24 +167,7 @@ def preview_ticket(request: PreviewRequest, mapping: FieldMapping) -> Ticket:
 def parse_preview(body: bytes, content_type: str | None, *, max_bytes: int) -> PreviewRequest:
     """Validate a preview body (size, media type, strict UTF-8 JSON, schema) or raise 4xx."""
     check_size(body, max_bytes)
-    if not _is_json_utf8(content_type):
-        raise InboundError(
-            "content type must be application/json (UTF-8)",
-            status=415,
-            code="unsupported_media_type",
-        )
-    if body.startswith(codecs.BOM_UTF8):
-        raise InboundError("body starts with a byte order mark", code="malformed_json")
-    try:
-        data = parse_json(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InboundError(f"body is not UTF-8 (byte {exc.start})", code="malformed_json") from exc
-    except ValueError as exc:
-        raise InboundError(
-            bounded(f"body is not valid JSON: {exc}"), code="malformed_json"
-        ) from exc
-    if not isinstance(data, dict):
-        raise InboundError("body must be a JSON object", code="invalid_body")
+    data = json_object(body, content_type)
     try:
         request = PreviewRequest.model_validate(data)
     except ValidationError as exc:
@@ -190,17 +178,6 @@ def parse_preview(body: bytes, content_type: str | None, *, max_bytes: int) -> P
     if not (request.title.strip() or request.description.strip()):
         raise InboundError("give a title or a description", code="invalid_body")
     return request
-
-
-def _is_json_utf8(content_type: str | None) -> bool:
-    media, _, params = (content_type or "").partition(";")
-    if media.strip().lower() != "application/json":
-        return False
-    for param in params.split(";"):
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
-            return False
-    return True
 
 
 def preview_call(

@@ -10,7 +10,6 @@ JSON ``{"error": {"code", "message"}}`` naming the problem; a message never hold
 
 from __future__ import annotations
 
-import codecs
 import logging
 import re
 from collections.abc import Mapping
@@ -23,7 +22,13 @@ from connectors.backfill_models import RunStatus
 from domain.errors import ConfigError, ConnectorError, InboundError
 from triage.backfill.service import BackfillService
 from triage.backfill.spec import PLATFORMS
-from triage.inbound import bounded, check_size, describe_validation_error, excerpt, parse_json
+from triage.inbound import (
+    bounded,
+    check_size,
+    describe_validation_error,
+    excerpt,
+    json_object,
+)
 from triage.replies import WebhookReply, error_reply
 
 __all__ = [
@@ -162,30 +167,7 @@ def submit_call(
 
 def _parse(body: bytes, content_type: str | None, max_bytes: int) -> SubmitRequest:
     check_size(body, max_bytes)
-    media, _, params = (content_type or "").partition(";")
-    charset = next(
-        (v.strip().strip('"').lower() for k, _, v in (p.partition("=") for p in params.split(";"))
-         if k.strip().lower() == "charset"),
-        "utf-8",
-    )  # fmt: skip
-    if media.strip().lower() != "application/json" or charset != "utf-8":
-        raise InboundError(
-            "content type must be application/json (UTF-8)",
-            status=415,
-            code="unsupported_media_type",
-        )
-    if body.startswith(codecs.BOM_UTF8):
-        raise InboundError("body starts with a byte order mark", code="malformed_json")
-    try:
-        data = parse_json(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InboundError(f"body is not UTF-8 (byte {exc.start})", code="malformed_json") from None
-    except ValueError as exc:
-        raise InboundError(
-            bounded(f"body is not valid JSON: {exc}"), code="malformed_json"
-        ) from None
-    if not isinstance(data, dict):
-        raise InboundError("body must be a JSON object", code="invalid_body")
+    data = json_object(body, content_type)
     return SubmitRequest.model_validate(data)
 
 
